@@ -1,0 +1,65 @@
+"""Entry point of the ``hetfield`` command.
+
+Command modules import only typer and the standard library at module level; each command imports
+what it needs when it runs, so ``hetfield --help`` answers without loading torch or pandas.
+A :class:`~hetfield.errors.HetfieldError` becomes one line on stderr and its exit code (2 for bad
+input); any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from hetfield import __version__
+from hetfield.errors import HetfieldError
+
+app = typer.Typer(
+    name="hetfield",
+    help="Structural heterogeneity from cryo-ET tilt series and cryo-EM particles with neural fields.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# (command name, module, function). Sub-apps (``sweep``) are typer.Typer objects named ``app``.
+_COMMANDS: list[tuple[str, str, str]] = [
+    ("simulate", "hetfield.cli.simulate", "simulate"),
+    ("setup", "hetfield.cli.setup", "setup"),
+    ("inspect", "hetfield.cli.inspect", "inspect"),
+]
+_SUBAPPS: list[tuple[str, str]] = []
+
+for _name, _module, _func in _COMMANDS:
+    app.command(_name)(getattr(importlib.import_module(_module), _func))
+for _name, _module in _SUBAPPS:
+    app.add_typer(importlib.import_module(_module).app, name=_name)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hetfield {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Structural heterogeneity from cryo-ET tilt series and cryo-EM particles with neural fields."""
+
+
+def main() -> None:
+    try:
+        app()
+    except HetfieldError as err:
+        message = str(err).replace("\n", " ")
+        print(f"hetfield: error: {message}", file=sys.stderr)
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Reading and writing files: STAR, MRC, cryoSPARC ``.cs``, YAML/JSON, all writes atomic."""
