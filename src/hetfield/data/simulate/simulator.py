@@ -1,0 +1,384 @@
+"""``simulate(out_dir, **params)``: write a ground-truth dataset (the library behind ``hetfield simulate``).
+
+Output (built in a temporary sibling directory and renamed into place whole):
+
+``particles.star``      image-series STAR, one row per image (see :mod:`.writers` for the columns)
+``stacks/*.mrcs``       float32 image stacks (whole particles, at most ``images_per_stack`` images each)
+``truth/``              ``particles.csv``, ``images.csv``, ``class_<k>.mrc`` (t = 0.5),
+                        ``class_<k>_t<100t>.mrc`` along the motion, ``truth.yaml``
+``clean/``              only with ``write_clean``: ``particles.star`` + ``stacks/`` of noiseless,
+                        CTF-free, shifted projections (same rows, same metadata)
+
+Two passes over the images: the first projects and filters every image (the signal, kept in a
+temporary ``.npy`` memory map inside the output being built) and sums the signal variances; the
+second adds noise whose variance gives exactly the requested SNR over the dataset, and writes the
+stacks. **SNR** = ``sum_i var(signal_i) / sum_i var(noise_i)`` over all images, where ``signal_i`` is
+the CTF-modulated, dose-filtered, shifted projection (``D x D`` pixels of the box) and the noise is
+white Gaussian with variance ``sigma0^2 / cos(tilt_i)`` (thicker ice at tilt, so ``cos(tilt)`` is the
+inverse-variance weight; constant for SPA or with ``tilt_noise_scaling=False``).
+
+Determinism: every random draw comes from generators spawned from the seed (``acquisition.STREAMS``),
+torch runs single-threaded by default while simulating (reductions in ``project`` and the FFTs then
+have a fixed order; ``threads > 1`` can be faster on an idle machine and gives the same bytes, which a
+test checks for 1 vs 2 threads), and
+the writers carry no timestamps, so the same arguments give identical bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hetfield.data.simulate.acquisition import Acquisition, draw_acquisition, rng_streams, stack_layout
+from hetfield.data.simulate.params import SimulationParams
+from hetfield.data.simulate.phantoms import Phantom
+from hetfield.data.simulate.writers import format_csv, format_star, stack_writer, write_mrc
+from hetfield.errors import ConfigError
+
+CONVENTIONS = {
+    "tilt_order": "dose-symmetric (Hagen): acquisition i has stage tilt 0, +s, -s, -2s, +2s, +3s, -3s, -4s, +4s, ...",
+    "dose": "cumulative pre-exposure of acquisition i = i * dose_per_tilt (e/A^2); _rlnCtfBfactor = -4 * dose",
+    "rotation": (
+        "A_image = rotation_y(stage_tilt_deg) @ A_particle with A RELION matrices "
+        "(euler_to_matrix(rot, tilt, psi)); projection P(x, y) = sum_z V(A.T @ [x, y, z]), volume [z, y, x], "
+        "centre at box//2"
+    ),
+    "shift": "the particle sits at -origin: image content = projection translated by -(_rlnOriginX/YAngst / pixel size)",
+    "sign": "white particles: image = -(CTF * dose_filter * shifted projection) + noise; CTF(0) = -w",
+    "ctf_scale": "_rlnCtfScalefactor = cos(stage tilt) (the tilt sign is in truth/images.csv)",
+    "snr": (
+        "sum over images of var(signal) / sum over images of var(noise), pixels of the whole D x D box; "
+        "signal = CTF-modulated, dose-filtered, shifted projection; noise variance of an image = "
+        "sigma0^2 / cos(tilt) in tilt mode (tilt_noise_scaling), sigma0^2 in SPA"
+    ),
+    "fourier_ops": "CTF, dose filter and shift applied on a 2x zero-padded grid, central D cropped (linear, not circular)",
+    "ragged_tilts": "with min_tilts < n_tilts each particle keeps frame 0 plus a random subset, each frame with its own tilt and dose",
+}
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise ConfigError(f"OUT {out}: already exists; pass --force to replace it or choose a new directory")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"OUT {out}: cannot create it under {parent}; choose a writable directory")
+
+
+def simulate(
+    out_dir: str | os.PathLike,
+    progress: Callable[[int, int], None] | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """Simulate a dataset into ``out_dir`` (see the module docstring); return a summary dict.
+
+    ``params`` are the fields of :class:`SimulationParams` (``n_particles=200, n_classes=2, box=32,
+    pixel_size_A=8.0, mode="tilt", n_tilts=11, min_tilts=None, tilt_step_deg=6.0, dose_per_tilt=3.0,
+    snr=0.5, motion=True, class_fractions=None, defocus_A=15000, voltage_kV=300, seed=0,
+    write_clean=False, force=False`` and finer knobs). ``progress(done, total)`` is called as images
+    are projected. Bad values raise :class:`~hetfield.errors.ConfigError` before any work.
+    """
+    p = SimulationParams.from_kwargs(**params)
+    out = Path(out_dir)
+    _check_out(out, p.force)
+    from hetfield.io.atomic import atomic_directory
+
+    start = time.perf_counter()
+    with _torch_threads(p.threads):
+        rngs = rng_streams(p.seed)
+        phantom = Phantom.make(p.n_classes, rngs["phantom"], p.motion, p.motion_angle_deg)
+        acq = draw_acquisition(p, rngs)
+        layout = stack_layout(acq.offsets, p.images_per_stack)
+        try:
+            with atomic_directory(out, replace=p.force) as tmp:
+                summary = _simulate_into(tmp, p, phantom, acq, layout, rngs["noise"], progress)
+        except FileExistsError:  # appeared while we were simulating
+            raise ConfigError(f"OUT {out}: already exists; pass --force to replace it or choose a new directory") from None
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    summary["out_dir"] = str(out)
+    return summary
+
+
+def load_phantom(out_dir: str | os.PathLike) -> Phantom:
+    """Rebuild the phantom of a simulated dataset from ``truth/truth.yaml`` (volumes at any ``t``).
+
+    ``load_phantom(out).volume(k, t, box)`` is the ground truth of a particle of class ``k`` at
+    motion coordinate ``t`` (``truth/particles.csv``). Raises :class:`InputError` if this hetfield
+    version would build a different phantom than the one recorded.
+    """
+    import yaml
+
+    from hetfield.errors import InputError
+
+    path = Path(out_dir) / "truth" / "truth.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        prm = doc["parameters"]
+        phantom = Phantom.make(prm["n_classes"], rng_streams(int(doc["seed"]))["phantom"], prm["motion"],
+                               prm["motion_angle_deg"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise InputError(f"{path}: not a readable hetfield simulate truth file ({err}); re-run hetfield simulate") from None
+    if yaml.safe_load(yaml.safe_dump(phantom.describe())) != doc.get("phantom"):
+        raise InputError(f"{path}: this hetfield version builds a different phantom; use the class MRC files instead")
+    return phantom
+
+
+def _stack_names(n_stacks: int) -> list[str]:
+    width = max(3, len(str(n_stacks - 1)))
+    return [f"stacks/particles_{s:0{width}d}.mrcs" for s in range(n_stacks)]
+
+
+def _batches(offsets: np.ndarray, p0: int, p1: int, max_images: int) -> list[tuple[int, int]]:
+    """Consecutive particle ranges within ``[p0, p1)`` of at most ``max_images`` images (>= 1 particle)."""
+    out, b0 = [], p0
+    while b0 < p1:
+        b1 = b0 + 1
+        while b1 < p1 and offsets[b1 + 1] - offsets[b0] <= max_images:
+            b1 += 1
+        out.append((b0, b1))
+        b0 = b1
+    return out
+
+
+def _simulate_into(tmp: Path, p: SimulationParams, phantom: Phantom, acq: Acquisition, layout,
+                   noise_rng: np.random.Generator, progress) -> dict[str, Any]:
+    from hetfield import __version__
+    from hetfield.data.simulate.render import render
+    from hetfield.imaging.projection import project
+
+    d, m = p.box, acq.n_images
+    names = _stack_names(len(layout))
+    (tmp / "stacks").mkdir()
+    (tmp / "truth").mkdir()
+    if p.write_clean:
+        (tmp / "clean" / "stacks").mkdir(parents=True)
+    label = f"hetfield {__version__} simulate seed {p.seed}"
+    signal_path = tmp / ".signal.npy"
+    signal = np.lib.format.open_memmap(signal_path, mode="w+", dtype=np.float32, shape=(m, d, d))
+    sig_var = np.zeros(m, dtype=np.float64)
+    image_names = [""] * m
+    max_batch = max(1, 2**18 // (d * d))  # images per Fourier batch: ~4 MB of padded complex64
+
+    # Pass 1: project every particle at its own (class, t), then shift, CTF- and dose-filter.
+    for s, (p0, p1) in enumerate(layout):
+        r0, r1 = int(acq.offsets[p0]), int(acq.offsets[p1])
+        for r in range(r0, r1):
+            image_names[r] = f"{r - r0 + 1}@{names[s]}"
+        with contextlib.ExitStack() as stack:
+            clean_out = None
+            if p.write_clean:
+                clean_out = stack.enter_context(
+                    stack_writer(tmp / "clean" / names[s], r1 - r0, d, p.pixel_size_A, label + " clean")
+                )
+            for b0, b1 in _batches(acq.offsets, p0, p1, max_batch):
+                rows = slice(int(acq.offsets[b0]), int(acq.offsets[b1]))
+                projs = []
+                for q in range(b0, b1):
+                    vol = phantom.volume(int(acq.particle_class[q]), float(acq.particle_t[q]), d)
+                    projs.append(project(vol, acq.image_matrix[acq.offsets[q] : acq.offsets[q + 1]]).numpy())
+                    if progress is not None:
+                        progress(int(acq.offsets[q + 1]), m)
+                sig, clean = render(
+                    np.concatenate(projs),
+                    pixel_size_A=p.pixel_size_A,
+                    shift_px=-acq.origin_A[rows] / p.pixel_size_A,
+                    defocus_u_A=acq.defocus_u_A[rows],
+                    defocus_v_A=acq.defocus_v_A[rows],
+                    defocus_angle_deg=acq.defocus_angle_deg[rows],
+                    voltage_kV=p.voltage_kV,
+                    cs_mm=p.cs_mm,
+                    amplitude_contrast=p.amplitude_contrast,
+                    phase_shift_deg=p.phase_shift_deg,
+                    dose_e_per_A2=acq.dose_e_per_A2[rows],
+                    clean=p.write_clean,
+                )
+                signal[rows] = sig
+                sig_var[rows] = sig.var(axis=(1, 2), dtype=np.float64)
+                if clean_out is not None:
+                    clean_out[rows.start - r0 : rows.stop - r0] = clean
+
+    # Pass 2: noise for the requested SNR over the whole dataset, then the stacks.
+    tilt_mode = p.mode == "tilt"
+    cos_t = np.cos(np.deg2rad(acq.stage_tilt_deg))
+    var_scale = 1.0 / cos_t if (tilt_mode and p.tilt_noise_scaling) else np.ones(m)
+    sigma0 = math.sqrt(sig_var.sum() / (p.snr * var_scale.sum()))
+    if not sigma0 > 0:
+        raise ConfigError("simulate: the simulated signal is zero; check --pixel-size-A and --defocus-A")
+    noise_sigma = sigma0 * np.sqrt(var_scale)
+    noise_var = np.zeros(m, dtype=np.float64)
+    for s, (p0, p1) in enumerate(layout):
+        r0, r1 = int(acq.offsets[p0]), int(acq.offsets[p1])
+        with stack_writer(tmp / names[s], r1 - r0, d, p.pixel_size_A, label) as out:
+            for c0 in range(r0, r1, max_batch):
+                c1 = min(c0 + max_batch, r1)
+                noise = noise_rng.standard_normal((c1 - c0, d, d)) * noise_sigma[c0:c1, None, None]
+                noise_var[c0:c1] = noise.var(axis=(1, 2), dtype=np.float64)
+                out[c0 - r0 : c1 - r0] = signal[c0:c1] + noise
+    del signal
+    signal_path.unlink()
+    snr_measured = float(sig_var.sum() / noise_var.sum())
+
+    columns = _star_columns(p, acq, image_names)
+    comment = (
+        f"hetfield {__version__} simulate (seed {p.seed}): image-series STAR, one row per image; "
+        "particle = _rlnGroupName; _rlnCtfBfactor = -4 x cumulative dose (e/A^2); "
+        "_rlnCtfScalefactor = cos(stage tilt); ground truth in truth/"
+    )
+    (tmp / "particles.star").write_text(format_star(columns, m, comment), encoding="utf-8")
+    if p.write_clean:
+        (tmp / "clean" / "particles.star").write_text(
+            format_star(columns, m, comment.replace("image-series STAR", "CLEAN (no CTF, no dose filter, "
+                                                       "no inversion, no noise) image-series STAR")),
+            encoding="utf-8",
+        )
+    volumes = _write_truth(tmp / "truth", p, phantom, acq, image_names, sig_var, noise_sigma, label)
+    counts = np.bincount(acq.particle_class, minlength=p.n_classes).tolist()
+    summary = {
+        "n_particles": acq.n_particles,
+        "n_images": m,
+        "n_stacks": len(layout),
+        "mode": p.mode,
+        "box": d,
+        "pixel_size_A": p.pixel_size_A,
+        "class_counts": counts,
+        "tilts_per_particle": [int(np.diff(acq.offsets).min()), int(np.diff(acq.offsets).max())],
+        "snr_requested": p.snr,
+        "snr_measured": snr_measured,
+        "noise_sigma0": sigma0,
+        "seed": p.seed,
+        "truth_volumes": volumes,
+    }
+    _write_truth_yaml(tmp / "truth" / "truth.yaml", p, phantom, acq, summary, __version__)
+    return summary
+
+
+def _star_columns(p: SimulationParams, acq: Acquisition, image_names: list[str]) -> dict[str, Any]:
+    tilt_mode = p.mode == "tilt"
+    return {
+        "image_name": image_names,
+        "group": [acq.group_names[g] for g in acq.particle_group[acq.image_particle]],
+        "pixel_size_A": p.pixel_size_A,
+        "defocus_u_A": acq.defocus_u_A,
+        "defocus_v_A": acq.defocus_v_A,
+        "defocus_angle_deg": acq.defocus_angle_deg,
+        "voltage_kV": p.voltage_kV,
+        "cs_mm": p.cs_mm,
+        "amplitude_contrast": p.amplitude_contrast,
+        "phase_shift_deg": p.phase_shift_deg,
+        "euler_rot_deg": acq.image_euler[:, 0],
+        "euler_tilt_deg": acq.image_euler[:, 1],
+        "euler_psi_deg": acq.image_euler[:, 2],
+        "origin_x_A": acq.origin_A[:, 0],
+        "origin_y_A": acq.origin_A[:, 1],
+        "ctf_bfactor": (-4.0 * acq.dose_e_per_A2 + 0.0) if tilt_mode else 0.0,
+        "ctf_scale": acq.ctf_scale + 0.0,
+        "particle_name": [acq.particle_names[i] for i in acq.image_particle],
+    }
+
+
+def _write_truth(truth: Path, p, phantom: Phantom, acq: Acquisition, image_names, sig_var, noise_sigma,
+                 label: str) -> dict[str, dict[str, Any]]:
+    n_img = np.diff(acq.offsets)
+    rows = [
+        [acq.particle_names[i], i, int(acq.particle_class[i]), f"{acq.particle_t[i]:.8f}",
+         *(f"{v:.6f}" for v in acq.particle_euler[i]), acq.group_names[acq.particle_group[i]], int(n_img[i]),
+         f"{acq.position_A[i, 0]:.3f}", f"{acq.position_A[i, 1]:.3f}"]
+        for i in range(acq.n_particles)
+    ]
+    header = ["particle_name", "particle", "class", "t", "euler_rot_deg", "euler_tilt_deg", "euler_psi_deg",
+              "group", "n_images", "position_x_A", "position_z_A"]
+    (truth / "particles.csv").write_text(format_csv(header, rows), encoding="utf-8")
+    img_rows = [
+        [r, acq.particle_names[acq.image_particle[r]], int(acq.image_particle[r]), int(acq.frame[r]),
+         f"{acq.stage_tilt_deg[r]:.6f}", f"{acq.dose_e_per_A2[r]:.6f}", image_names[r],
+         f"{sig_var[r]:.8g}", f"{noise_sigma[r]:.8g}"]
+        for r in range(acq.n_images)
+    ]
+    img_header = ["row", "particle_name", "particle", "frame", "stage_tilt_deg", "dose_e_per_A2", "image_name",
+                  "signal_variance", "noise_sigma"]
+    (truth / "images.csv").write_text(format_csv(img_header, img_rows), encoding="utf-8")
+
+    volumes: dict[str, dict[str, Any]] = {}
+    for k in range(p.n_classes):
+        write_mrc(truth / f"class_{k}.mrc", phantom.volume(k, 0.5, p.box), p.pixel_size_A,
+                  f"{label} class {k} t 0.5", stack=False)
+        entry: dict[str, Any] = {"t_0.5": f"truth/class_{k}.mrc"}
+        if p.motion:
+            along = {}
+            for t in p.truth_t_values:
+                name = f"class_{k}_t{round(100 * t):03d}.mrc"
+                write_mrc(truth / name, phantom.volume(k, t, p.box), p.pixel_size_A,
+                          f"{label} class {k} t {t:g}", stack=False)
+                along[f"{t:g}"] = f"truth/{name}"
+            entry["along_motion"] = along
+        volumes[f"class_{k}"] = entry
+    return volumes
+
+
+def _write_truth_yaml(path: Path, p: SimulationParams, phantom: Phantom, acq: Acquisition, summary, version):
+    import yaml
+
+    params = p.as_dict()
+    for key in ("force", "threads"):  # neither changes the data
+        params.pop(key)
+    scheme = acq.tilt_scheme_deg
+    doc = {
+        "generator": "hetfield simulate",
+        "hetfield_version": version,
+        "seed": p.seed,
+        "parameters": params,
+        "n_particles": summary["n_particles"],
+        "n_images": summary["n_images"],
+        "n_stacks": summary["n_stacks"],
+        "class_counts": summary["class_counts"],
+        "tilts_per_particle_min_max": summary["tilts_per_particle"],
+        "snr": {
+            "requested": p.snr,
+            "measured": round(summary["snr_measured"], 6),
+            "noise_sigma0": round(summary["noise_sigma0"], 8),
+            "definition": CONVENTIONS["snr"],
+        },
+        "tilt_scheme": {
+            "stage_tilt_deg_by_acquisition": [float(v) for v in scheme],
+            "dose_e_per_A2_by_acquisition": [
+                float(i * p.dose_per_tilt) if p.mode == "tilt" else 0.0 for i in range(len(scheme))
+            ],
+        },
+        "conventions": CONVENTIONS,
+        "phantom": phantom.describe(),
+        "truth_volumes": summary["truth_volumes"],
+        "files": {
+            "particles.star": "image-series STAR (Warp/M style), one row per image; particle = _rlnGroupName, "
+            "tomogram/micrograph = _rlnMicrographName; image paths relative to this directory",
+            "stacks/": "float32 MRC image stacks, white particles with noise",
+            "truth/particles.csv": "per particle: name, index, class (0-based), motion coordinate t, the particle's "
+            "RELION Euler angles (deg; image angles = rotation_y(tilt) composed with these), tomogram, image count, "
+            "position in the ice (A)",
+            "truth/images.csv": "per STAR row: particle, acquisition frame, signed stage tilt, cumulative dose, "
+            "signal variance, noise sigma",
+            "truth/class_<k>.mrc": "class k at t = 0.5 (positive density, [z, y, x], voxel size set)",
+            "truth/class_<k>_t<100t>.mrc": "class k along its motion (t = value / 100); absent without motion",
+            "clean/": "with --write-clean: the same rows with noiseless, CTF-free, un-inverted shifted projections",
+        },
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120), encoding="utf-8")
