@@ -1,0 +1,42 @@
+/*
+ * CONVERGENCE: loss curves, latent drift between epochs and volume agreement across epochs,
+ * with a recommended epoch, written to its own directory (never into the staged run).
+ *
+ *   in : [ meta, run dir ]
+ *   out: [ meta, convergence dir ]   (convergence.json with the recommended epoch, PNGs, report.html)
+ */
+process CONVERGENCE {
+    tag "${meta.id}"
+    label 'process_medium'
+    container params.container
+
+    input:
+    tuple val(meta), path(run)
+
+    output:
+    tuple val(meta), path("convergence_${meta.id}"), emit: convergence
+    path 'versions.yml', emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    export OMP_NUM_THREADS=${task.cpus}
+    hetfield convergence ${run} --out convergence_${meta.id} ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        hetfield: \$(hetfield --version | sed 's/^hetfield //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p convergence_${meta.id}
+    echo '{}' > convergence_${meta.id}/convergence.json
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        hetfield: stub
+    END_VERSIONS
+    """
+}
