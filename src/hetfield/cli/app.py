@@ -30,6 +30,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("simulate", "hetfield.cli.simulate", "simulate"),
     ("setup", "hetfield.cli.setup", "setup"),
     ("inspect", "hetfield.cli.inspect", "inspect"),
+    ("train", "hetfield.cli.train", "train"),
 ]
 _SUBAPPS: list[tuple[str, str]] = []
 

@@ -1,0 +1,43 @@
+"""``hetfield inspect``: what a particle file or a prepared dataset holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def inspect(
+    path: Path = typer.Argument(..., help="A particles file (STAR / .cs) or a dataset directory made by `hetfield setup`."),
+    datadir: Optional[Path] = typer.Option(None, "--datadir", "-d", help="Where image stacks are looked up (particle files only)."),
+    source: str = typer.Option("auto", "--source", help="Force a reader (particle files only)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Print counts, tilts per particle and dose/tilt/defocus ranges."""
+    import json
+
+    from hetfield.cli._common import print_summary
+    from hetfield.cli.setup import dataset_rows
+    from hetfield.errors import InputError
+
+    if path.is_dir():
+        from hetfield.data.dataset import Dataset
+
+        meta = Dataset.open(path).meta
+        if as_json:
+            typer.echo(json.dumps(meta, indent=2))
+        else:
+            print_summary(f"dataset {path}", dataset_rows(meta))
+        return
+    if not path.exists():
+        raise InputError(f"{path}: no such file or dataset directory")
+    from hetfield.data.summary import summarize_table
+    from hetfield.io.readers import read_particles
+
+    table = read_particles(path, datadir=datadir, source=source, check_images=False)
+    summary = summarize_table(table)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(f"particles {path}", summary)

@@ -1,0 +1,134 @@
+"""``hetfield train``: K neural fields with an encoder or autodecoder latent, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+_ARCH = "Architecture"
+_OPT = "Optimisation"
+_HET = "Heterogeneity"
+_IMG = "Imaging"
+_RUN = "Run"
+
+
+def train(
+    run: Path = typer.Argument(..., help="Run directory to create (or resume with --load)."),
+    data: Path = typer.Option(..., "--data", help="Prepared dataset directory (from `hetfield setup`)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training options; command-line options override it."),
+    zdim: Optional[int] = typer.Option(None, "--zdim", help="Latent dimension; 0 trains a homogeneous model per class. [default: 8]", rich_help_panel=_HET),
+    beta: Optional[float] = typer.Option(None, "--beta", help="KL weight of the encoder (prior weight of autodecoder latents). [default: 1/zdim]", rich_help_panel=_HET),
+    n_classes: Optional[int] = typer.Option(None, "--n-classes", help="Number of neural fields K; K > 1 learns a class per particle. [default: 1]", rich_help_panel=_HET),
+    std_noise: Optional[float] = typer.Option(None, "--std-noise", help="Noise standard deviation of the class likelihood, in normalised data units (data have unit variance). [default: 1.0]", rich_help_panel=_HET),
+    class_anneal_epochs: Optional[float] = typer.Option(None, "--class-anneal-epochs", help="Epochs over which the class likelihood is tempered from per-value mean to calibrated. [default: 2]", rich_help_panel=_HET),
+    conf_estimation: Optional[str] = typer.Option(None, "--conf-estimation", help="Latent source: encoder, autodecoder or none. [default: encoder]", rich_help_panel=_HET),
+    pose_estimation: Optional[str] = typer.Option(None, "--pose-estimation", help="Poses: fixed (from the input) or refine (per-image pose table). [default: fixed]", rich_help_panel=_HET),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (passes over all particles). [default: 20]", rich_help_panel=_OPT),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Particles per batch (each with all its tilt images). [default: 8]", rich_help_panel=_OPT),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the fields and the encoder. [default: 1e-3]", rich_help_panel=_OPT),
+    lr_latent: Optional[float] = typer.Option(None, "--lr-latent", help="Learning rate of autodecoder latents. [default: 1e-2]", rich_help_panel=_OPT),
+    lr_score_table: Optional[float] = typer.Option(None, "--lr-score-table", help="Learning rate of the class score table (K > 1). [default: 1e-2]", rich_help_panel=_OPT),
+    lr_pose: Optional[float] = typer.Option(None, "--lr-pose", help="Learning rate of the pose table (--pose-estimation refine). [default: 1e-3]", rich_help_panel=_OPT),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay of the networks. [default: 0]", rich_help_panel=_OPT),
+    dose_weight: Optional[bool] = typer.Option(None, "--dose-weight/--no-dose-weight", help="Apply the exposure (dose) filter to predictions. [default: on]", rich_help_panel=_IMG),
+    tilt_weight: Optional[bool] = typer.Option(None, "--tilt-weight/--no-tilt-weight", help="Weight each image's error by cos(tilt). [default: on]", rich_help_panel=_IMG),
+    dose_mask: Optional[bool] = typer.Option(None, "--dose-mask/--no-dose-mask", help="Skip frequencies exposed beyond 2.51284·Ne(s). [default: on]", rich_help_panel=_IMG),
+    field_hidden: Optional[int] = typer.Option(None, "--field-hidden", help="Width of each field's MLP. [default: 256]", rich_help_panel=_ARCH),
+    field_layers: Optional[int] = typer.Option(None, "--field-layers", help="Layers of each field's MLP. [default: 3]", rich_help_panel=_ARCH),
+    pe_features: Optional[int] = typer.Option(None, "--pe-features", help="Gaussian Fourier features of the 3D frequency. [default: 64]", rich_help_panel=_ARCH),
+    pe_sigma: Optional[float] = typer.Option(None, "--pe-sigma", help="Spread of the Fourier features as a fraction of the box. [default: 0.25]", rich_help_panel=_ARCH),
+    enc_hidden: Optional[int] = typer.Option(None, "--enc-hidden", help="Width of the encoder MLPs. [default: 256]", rich_help_panel=_ARCH),
+    enc_layers: Optional[int] = typer.Option(None, "--enc-layers", help="Hidden layers of the encoder MLPs. [default: 2]", rich_help_panel=_ARCH),
+    enc_embed: Optional[int] = typer.Option(None, "--enc-embed", help="Per-image embedding size before pooling. [default: 128]", rich_help_panel=_ARCH),
+    enc_grid: Optional[int] = typer.Option(None, "--enc-grid", help="Points per axis of the encoder's back-projection grid. [default: 8]", rich_help_panel=_ARCH),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (initialisation, batch order, latent noise). [default: 0]", rich_help_panel=_RUN),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N. [default: auto]", rich_help_panel=_RUN),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 mixed precision on GPU. [default: on]", rich_help_panel=_RUN),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save weights and latents every N epochs (the last is always saved). [default: 1]", rich_help_panel=_RUN),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch. [default: torch's choice]", rich_help_panel=_RUN),
+    load: Optional[str] = typer.Option(None, "--load", help="Resume: 'latest' (the newest state, mid-epoch included) or an epoch number.", rich_help_panel=_RUN),
+    force: bool = typer.Option(False, "--force", help="Start over in a directory that already holds a run.", rich_help_panel=_RUN),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines.", rich_help_panel=_RUN),
+) -> None:
+    """Train K neural fields on a prepared dataset (tomoDRGN's train_vae, Hydra's mixture, cryoDRGN's train_vae/train_nn)."""
+    import sys
+
+    from hetfield.cli._common import command_line
+    from hetfield.train.config import TrainConfig, resolve_config
+    from hetfield.train.loop import Interrupted
+    from hetfield.train.loop import train as run_training
+
+    overrides = {k: v for k, v in locals().items() if k in TrainConfig.__dataclass_fields__}
+    if load is not None:
+        from hetfield.train.rundir import RunDir
+
+        stored = RunDir(run).config()["train"]
+        base = {**stored, **{k: v for k, v in overrides.items() if v is not None}}
+        cfg = resolve_config(None, base)
+    else:
+        cfg = resolve_config(config, overrides)
+
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    echo = None if quiet else (lambda msg: console.print(msg, highlight=False))
+    with _TrainProgress(enabled=not quiet and console.is_terminal, console=console) as progress:
+        try:
+            run_training(run, data, cfg, load=load, force=force, command=command_line(), echo=echo, progress=progress.update)
+        except Interrupted as stop:
+            console.print(f"[yellow]{stop}[/]; checkpoint saved, continue with: hetfield train {run} --data {data} --load latest")
+            sys.exit(128 + stop.signum)
+
+
+class _TrainProgress:
+    """Rich progress bar of one epoch with the running loss and images/s (read at most 4×/s)."""
+
+    def __init__(self, enabled: bool, console):
+        self.enabled, self.console = enabled, console
+        self._progress = None
+        self._task = None
+        self._epoch = None
+        self._last = 0.0
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[speed]} images/s"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False
+
+    def update(self, epoch: int, step: int, info: dict) -> None:
+        if self._progress is None:
+            return
+        import time
+
+        if self._epoch != epoch:
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task("train", total=info["steps"], epoch=epoch + 1, loss="…", speed="…")
+            self._epoch = epoch
+        now = time.perf_counter()
+        fields = {}
+        if now - self._last > 0.25 or step == info["steps"]:
+            s = info["sums"]
+            p = float(s[3])  # a host sync, at most a few times per second
+            fields = {"loss": f"{float(s[0]) / max(p, 1):.4f}", "speed": f"{info['images'] / max(now - info['t0'], 1e-9):.0f}"}
+            self._last = now
+        self._progress.update(self._task, completed=step, **fields)

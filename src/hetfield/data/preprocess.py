@@ -1,0 +1,358 @@
+"""``setup``: validate the particles once, preprocess every image once, into a memory-mapped cache.
+
+Per image: soft circular real-space window → centred 2D Fourier transform → optional Fourier crop
+(``downsample``) → Hartley values on the odd ``D+1`` lattice → contrast inversion (default) →
+division by one global standard deviation estimated from a sample of ``min(n_images, 10 000)``
+images. Training and analysis then read ``images.npy`` memory-mapped and never touch the stacks.
+
+The output directory appears whole or not at all (built under a temporary name), and carries a
+fingerprint of its inputs and settings: re-running ``setup`` with unchanged inputs reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hetfield.errors import ConfigError, DatasetError, InputError
+
+CACHE_FORMAT = 1
+NORM_SAMPLE_SIZE = 10_000
+CHUNK_IMAGES = 1024
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Everything that changes the cache's contents (and therefore its fingerprint)."""
+
+    invert: bool = True
+    downsample: int | None = None
+    window: bool = True
+    window_inner: float = 0.8
+    window_outer: float = 0.9
+    angpix_A: float | None = None
+    norm_seed: int = 0
+
+    def check(self, box: int | None = None) -> None:
+        if self.downsample is not None:
+            if self.downsample < 8 or self.downsample % 2:
+                raise ConfigError(f"--downsample {self.downsample}: the new box must be even and at least 8 pixels")
+            if box is not None and self.downsample > box:
+                raise ConfigError(
+                    f"--downsample {self.downsample} is larger than the images' box {box}; "
+                    "Fourier cropping can only make images smaller"
+                )
+        if self.angpix_A is not None and not self.angpix_A > 0:
+            raise ConfigError(f"--angpix {self.angpix_A}: the pixel size must be positive (Å)")
+        if not 0 < self.window_inner < self.window_outer <= 1.0:
+            raise ConfigError(
+                f"window radii {self.window_inner}, {self.window_outer}: need 0 < inner < outer <= 1 "
+                "(fractions of the half box)"
+            )
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def input_fingerprint(source_files: dict[str, Path], stack_paths, settings: PreprocessSettings) -> str:
+    """Hash of the cache format, the settings, the source files' bytes and the stacks' size/mtime.
+
+    Stacks are identified by path, size and modification time rather than content: hashing
+    terabytes of images on every ``setup`` would cost more than the preprocessing itself.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": CACHE_FORMAT, "settings": asdict(settings)}, sort_keys=True).encode())
+    for role in sorted(source_files):
+        h.update(role.encode())
+        h.update(_sha256_file(Path(source_files[role])).encode())
+    for p in sorted(set(map(str, stack_paths))):
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def _read_chunk(table_chunk, stacks: dict[str, Any]):
+    """Images of the chunk's rows as ``(n, D, D)`` float32, one read per distinct stack."""
+    import numpy as np
+
+    from hetfield.io.mrc import open_stack
+
+    paths = table_chunk["image_path"].to_numpy()
+    idx = table_chunk["image_index"].to_numpy()
+    out = None
+    for path in dict.fromkeys(paths):
+        stack = stacks.get(path)
+        if stack is None:
+            stack = stacks[path] = open_stack(path)
+        rows = np.flatnonzero(paths == path)
+        data = stack.read(idx[rows])
+        if out is None:
+            out = np.empty((len(paths),) + data.shape[1:], dtype=np.float32)
+        out[rows] = data
+    return out
+
+
+def _transform(images, settings: PreprocessSettings, window, out_box: int):
+    """Windowed images ``(n, D, D)`` → Hartley values ``(n, out_box+1, out_box+1)`` float32 (unscaled)."""
+    import torch
+
+    from hetfield.imaging.hartley import fft2_center, symmetrize
+
+    x = torch.from_numpy(images)
+    if window is not None:
+        x = x * window
+    f = fft2_center(x.to(torch.float64))
+    d = x.shape[-1]
+    if out_box != d:
+        lo = d // 2 - out_box // 2
+        f = f[..., lo : lo + out_box, lo : lo + out_box]
+    h = symmetrize(f.real - f.imag)
+    if settings.invert:
+        h = -h
+    return h.to(torch.float32).numpy()
+
+
+def _check_finite(images, table_chunk, where: str) -> None:
+    import numpy as np
+
+    finite = np.isfinite(images).all(axis=(1, 2))
+    if not finite.all():
+        i = int(np.argmin(finite))
+        r = table_chunk.iloc[i]
+        raise InputError(
+            f"{where}: image {int(r['image_index']) + 1}@{r['image_path']} (row {int(r['source_row']) + 1}) "
+            "contains NaN or infinite pixels; remove the particle or re-extract it"
+        )
+
+
+def _normalization_std(table, settings, window, out_box, stacks, rng, where) -> float:
+    import numpy as np
+
+    n = len(table)
+    k = min(n, NORM_SAMPLE_SIZE)
+    sample = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
+    total, total_sq, count = 0.0, 0.0, 0
+    for start in range(0, k, CHUNK_IMAGES):
+        rows = table.iloc[sample[start : start + CHUNK_IMAGES]]
+        imgs = _read_chunk(rows, stacks)
+        _check_finite(imgs, rows, where)
+        h = _transform(imgs, settings, window, out_box).astype(np.float64)
+        total += h.sum()
+        total_sq += np.square(h).sum()
+        count += h.size
+    mean = total / count
+    var = total_sq / count - mean * mean
+    std = float(np.sqrt(max(var, 0.0)))
+    if not np.isfinite(std) or std <= 0:
+        raise InputError(f"{where}: the images are constant (standard deviation {std}); check the stacks")
+    return std
+
+
+def _per_image_arrays(table, pixel_size_A: float, has_poses: bool) -> dict[str, Any]:
+    import numpy as np
+
+    from hetfield.imaging.rotations import euler_to_matrix
+
+    df = table.images
+    if has_poses:
+        rot = euler_to_matrix(df["euler_rot_deg"], df["euler_tilt_deg"], df["euler_psi_deg"]).astype(np.float32)
+        origin_px = (df[["origin_x_A", "origin_y_A"]].to_numpy(np.float64) / pixel_size_A).astype(np.float32)
+    else:
+        rot = np.broadcast_to(np.eye(3, dtype=np.float32), (len(df), 3, 3)).copy()
+        origin_px = np.zeros((len(df), 2), np.float32)
+    arrays = {
+        "particle": df["particle"].to_numpy(np.int64),
+        "particle_offsets": table.particle_offsets(),
+        "rotation": rot,
+        "origin_px": origin_px,
+    }
+    for col in (
+        "voltage_kV",
+        "cs_mm",
+        "amplitude_contrast",
+        "defocus_u_A",
+        "defocus_v_A",
+        "defocus_angle_deg",
+        "phase_shift_deg",
+        "ctf_bfactor_A2",
+        "dose_e_per_A2",
+        "stage_tilt_deg",
+    ):
+        arrays[col] = df[col].to_numpy(np.float32)
+    arrays["pixel_size_A"] = np.full(len(df), pixel_size_A, np.float32)
+    arrays["ctf_premultiplied"] = df["ctf_premultiplied"].to_numpy(bool)
+    arrays["dose_weighted"] = df["dose_weighted"].to_numpy(bool)
+    return arrays
+
+
+def _copy_sources(source, dest: Path) -> dict[str, str]:
+    dest.mkdir()
+    copied: dict[str, str] = {}
+    for role, path in source.files.items():
+        name = f"{role}__{Path(path).name}"
+        shutil.copy2(path, dest / name)
+        copied[role] = f"source/{name}"
+    return copied
+
+
+def existing_fingerprint(out_dir: Path) -> str | None:
+    import yaml
+
+    meta = out_dir / "dataset.yaml"
+    if not meta.is_file():
+        return None
+    try:
+        return (yaml.safe_load(meta.read_text()) or {}).get("fingerprint")
+    except yaml.YAMLError:
+        return None
+
+
+def prepare_dataset(
+    out_dir: str | os.PathLike,
+    particles: str | os.PathLike,
+    datadir: str | os.PathLike | None = None,
+    source: str = "auto",
+    settings: PreprocessSettings = PreprocessSettings(),
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    command: str | None = None,
+) -> tuple[Path, bool]:
+    """Validate and preprocess ``particles`` into ``out_dir``; return ``(out_dir, reused)``.
+
+    ``reused`` is True when ``out_dir`` already held a complete cache of the same inputs and settings.
+    """
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    from hetfield import __version__
+    from hetfield.data.summary import summarize_table
+    from hetfield.imaging.window import soft_circular_window
+    from hetfield.io.atomic import atomic_directory
+    from hetfield.io.mrc import open_stack
+    from hetfield.io.readers import read_particles
+
+    out_dir = Path(out_dir)
+    settings.check()
+    particles = Path(particles)
+    if not particles.exists():
+        raise InputError(f"{particles}: no such file; pass the particles STAR (or .cs) file with --particles")
+    table = read_particles(particles, datadir=datadir, source=source)
+    where = str(particles)
+
+    if settings.angpix_A is not None:
+        table.images["pixel_size_A"] = settings.angpix_A
+    apix = table.images["pixel_size_A"].to_numpy()
+    if not np.allclose(apix, apix[0], rtol=1e-4):
+        raise InputError(
+            f"{where}: images have different pixel sizes ({apix.min():g}–{apix.max():g} Å); "
+            "prepare each pixel size as its own dataset or rescale the stacks"
+        )
+    stack_paths = table.images["image_path"].unique()
+    box = open_stack(stack_paths[0]).box
+    settings.check(box)
+    out_box = settings.downsample or box
+    pixel_size_A = float(apix[0]) * box / out_box
+
+    fingerprint = input_fingerprint(table.source.files, stack_paths, settings)
+    if out_dir.exists():
+        previous = existing_fingerprint(out_dir)
+        if previous == fingerprint and not force:
+            try:
+                from hetfield.data.dataset import Dataset
+
+                Dataset.open(out_dir)
+                return out_dir, True
+            except DatasetError:
+                pass  # incomplete cache with our fingerprint: rebuild it
+        elif not force:
+            what = "a dataset prepared from other inputs or settings" if previous else "other files"
+            raise DatasetError(
+                f"{out_dir} already holds {what}; pass --force to replace it or choose another directory"
+            )
+
+    rng = np.random.default_rng(settings.norm_seed)
+    window = None
+    if settings.window:
+        import torch
+
+        window = torch.from_numpy(soft_circular_window(box, settings.window_inner, settings.window_outer))
+    stacks: dict[str, Any] = {}
+    df = table.images
+    n = len(df)
+    with atomic_directory(out_dir, replace=True) as tmp:
+        std = _normalization_std(df, settings, window, out_box, stacks, rng, where)
+        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n, out_box + 1, out_box + 1))
+        for start in range(0, n, CHUNK_IMAGES):
+            rows = df.iloc[start : start + CHUNK_IMAGES]
+            imgs = _read_chunk(rows, stacks)
+            _check_finite(imgs, rows, where)
+            images[start : start + len(rows)] = _transform(imgs, settings, window, out_box) / np.float32(std)
+            if progress is not None:
+                progress(min(start + CHUNK_IMAGES, n), n)
+        images.flush()
+        del images
+
+        arrays = _per_image_arrays(table, pixel_size_A, table.has_poses)
+        np.savez(tmp / "arrays.npz", **arrays)
+        import starfile
+
+        starfile.write({"images": pd.DataFrame(df)}, tmp / "particles.star", overwrite=True)
+        copied = _copy_sources(table.source, tmp / "source")
+
+        summary = summarize_table(table)
+        summary["pixel_size_A"] = [pixel_size_A, pixel_size_A]
+        meta = {
+            "hetfield_version": __version__,
+            "cache_format": CACHE_FORMAT,
+            "fingerprint": fingerprint,
+            "command": command,
+            "particles": str(particles.resolve()),
+            "datadir": str(Path(datadir).resolve()) if datadir else None,
+            "source": {
+                "reader": table.source.reader,
+                "files": copied,
+                "original_files": {k: str(Path(v).resolve()) for k, v in table.source.files.items()},
+                "extra": _plain(table.source.extra),
+            },
+            "box": out_box,
+            "original_box": box,
+            "lattice": out_box + 1,
+            "pixel_size_A": pixel_size_A,
+            "n_particles": table.n_particles,
+            "n_images": n,
+            "has_poses": table.has_poses,
+            "normalization": {"mean": 0.0, "std": std, "n_sampled_images": min(n, NORM_SAMPLE_SIZE)},
+            "preprocessing": asdict(settings),
+            "summary": summary,
+        }
+        (tmp / "dataset.yaml").write_text(yaml.safe_dump(_plain(meta), sort_keys=False))
+    return out_dir, False
+
+
+def _plain(obj):
+    """YAML-safe copy: numpy scalars and paths become plain Python values."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
