@@ -1,0 +1,1 @@
+"""Training: configuration, the loop, losses bookkeeping, checkpoints and exact resume."""

@@ -1,0 +1,143 @@
+"""Training settings: defaults, a YAML base file, command-line overrides, and validation.
+
+Precedence: built-in defaults < ``--config FILE`` < options given on the command line. Every value
+is checked before any work starts; a bad one is a :class:`~hetfield.errors.ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hetfield.errors import ConfigError
+
+CONF_ESTIMATION = ("encoder", "autodecoder", "none")
+POSE_ESTIMATION = ("fixed", "refine")
+
+
+@dataclass
+class TrainConfig:
+    # heterogeneity
+    zdim: int = 8
+    beta: float | None = None  # None: 1/zdim (tomoDRGN's default)
+    n_classes: int = 1
+    std_noise: float = 1.0
+    class_anneal_epochs: float = 2.0
+    conf_estimation: str = "encoder"
+    pose_estimation: str = "fixed"
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_latent: float = 1e-2
+    lr_score_table: float = 1e-2
+    lr_pose: float = 1e-3
+    weight_decay: float = 0.0
+    # imaging
+    dose_weight: bool = True
+    tilt_weight: bool = True
+    dose_mask: bool = True
+    # architecture
+    field_hidden: int = 256
+    field_layers: int = 3
+    pe_features: int = 64
+    pe_sigma: float = 0.25
+    enc_hidden: int = 256
+    enc_layers: int = 2
+    enc_embed: int = 128
+    enc_grid: int = 8
+    # run
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    checkpoint_every: int = 1
+    threads: int | None = None
+
+    @property
+    def effective_beta(self) -> float:
+        if self.beta is not None:
+            return float(self.beta)
+        return 1.0 / self.zdim if self.zdim > 0 else 0.0
+
+    @property
+    def effective_conf_estimation(self) -> str:
+        return "none" if self.zdim == 0 else self.conf_estimation
+
+    def validate(self) -> "TrainConfig":
+        def bad(option: str, message: str):
+            raise ConfigError(f"--{option.replace('_', '-')} {getattr(self, option)!r}: {message}")
+
+        ints_min = {
+            "zdim": 0, "n_classes": 1, "epochs": 1, "batch_size": 1, "field_hidden": 1, "field_layers": 1,
+            "pe_features": 1, "enc_hidden": 1, "enc_layers": 1, "enc_embed": 1, "enc_grid": 2, "checkpoint_every": 1,
+        }
+        for name, lo in ints_min.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                bad(name, "must be a whole number")
+            if v < lo:
+                bad(name, f"must be at least {lo}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            bad("threads", "must be a whole number of at least 1")
+        positive = ("std_noise", "lr", "lr_latent", "lr_score_table", "lr_pose", "pe_sigma")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+                bad(name, "must be a positive number")
+        if self.beta is not None and (isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0):
+            bad("beta", "must be zero or positive (the KL weight)")
+        if isinstance(self.class_anneal_epochs, bool) or not isinstance(self.class_anneal_epochs, (int, float)) or self.class_anneal_epochs < 0:
+            bad("class_anneal_epochs", "must be zero or a positive number of epochs")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            bad("weight_decay", "must be zero or positive")
+        if self.conf_estimation not in CONF_ESTIMATION:
+            bad("conf_estimation", f"choose one of {', '.join(CONF_ESTIMATION)}")
+        if self.pose_estimation not in POSE_ESTIMATION:
+            if self.pose_estimation == "abinit":
+                bad("pose_estimation", "ab initio pose search is not available yet; use fixed or refine")
+            bad("pose_estimation", f"choose one of {', '.join(POSE_ESTIMATION)}")
+        if self.conf_estimation == "none" and self.zdim > 0:
+            bad("zdim", "--conf-estimation none is the homogeneous model; use --zdim 0 with it")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            bad("device", "choose auto, cpu, cuda or cuda:N")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"--config {path}: unreadable YAML{where}; fix the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option: value")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(FIELD_NAMES))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(FIELD_NAMES)}")
+    return data
+
+
+def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults < YAML file < non-None ``overrides`` (the options given on the command line)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(load_config_file(Path(config_file)))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = TrainConfig(**values)
+    except TypeError as err:
+        raise ConfigError(f"invalid training options: {err}") from None
+    return cfg.validate()
