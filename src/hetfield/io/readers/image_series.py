@@ -1,0 +1,116 @@
+"""Image-series STAR files (Warp/M particle series, tomoDRGN's simulator): one row per tilt image.
+
+A particle is the set of rows sharing ``_rlnGroupName``, numbered by first appearance, its images
+in file order (``frame`` = position within the particle). The per-image columns carry tomoDRGN's
+conventions:
+
+* cumulative dose ``= -_rlnCtfBfactor / 4`` (so ``ctf_bfactor_A2 = 0``: the column held dose);
+* stage tilt ``= degrees(arccos(clip(_rlnCtfScalefactor, -1, 1)))``, unsigned because only
+  ``cos(tilt)`` is stored (0 when the column is absent);
+* pixel size ``_rlnImagePixelSize``, or ``_rlnDetectorPixelSize`` (× 10000 / ``_rlnMagnification``
+  when given), from the particle rows or a merged ``data_optics`` block;
+* origins ``_rlnOriginX/Y`` (pixels) or ``_rlnOriginX/YAngst``; phase shift 0 when absent.
+
+The NextPYP reader uses the same machinery with its own particle column (``_rlnGroupNumber``) and
+frame column (``_rlnTiltIndex``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hetfield.data.table import ParticleTable, SourceInfo
+from hetfield.errors import InputError
+from hetfield.io.readers import _common as C
+from hetfield.io.readers import relion
+from hetfield.io.star import StarFile, parse_image_names, read_star, write_star_subset
+
+NAME = "image-series"
+
+REQUIRED = ("rlnImageName", "rlnGroupName", "rlnCtfBfactor", *C.ANGLE_COLUMNS, *C.CTF_COLUMNS,
+            C.PIXEL_SIZE_COLUMNS)
+
+
+def missing(star: StarFile) -> list[str]:
+    if relion.particle_block(star) is None:
+        return ["_rlnImageName (no particle table)"]
+    return C.missing_columns(relion.merged_columns(star), REQUIRED)
+
+
+def looks_tilted(star: StarFile) -> bool:
+    """Evidence that rows are tilt images: a group with several rows and dose/tilt values present.
+
+    RELION SPA files may carry ``_rlnGroupName``, ``_rlnCtfBfactor`` and ``_rlnCtfScalefactor``
+    too, but then the B-factor is 0 and the scale factor 1 everywhere (or a group holds one image).
+    """
+    import pandas as pd
+
+    block = relion.particle_block(star)
+    df = block.df
+    if block.n_rows == 0 or "rlnGroupName" not in df.columns:
+        return False
+    if not df["rlnGroupName"].duplicated().any():
+        return False
+    b = pd.to_numeric(df["rlnCtfBfactor"], errors="coerce") if "rlnCtfBfactor" in df.columns else None
+    s = pd.to_numeric(df["rlnCtfScalefactor"], errors="coerce") if "rlnCtfScalefactor" in df.columns else None
+    return bool((b is not None and (b.fillna(0) != 0).any()) or (s is not None and (s.fillna(1) != 1).any()))
+
+
+def read_tilt_rows(path: Path, star: StarFile, *, reader: str, required, group_column: str,
+                   frame_column: str | None, datadir, check_images: bool) -> ParticleTable:
+    """Shared by image-series and NextPYP: one row per tilt image, grouped by ``group_column``."""
+    where = str(path)
+    df, block = relion.merged_particles(star, where)
+    C.require(df.columns, required, where, reader)
+    n = len(df)
+    apix = C.pixel_size(df, where, reader)
+    index0, paths = parse_image_names(df["rlnImageName"].to_numpy(), where)
+    poses, has_poses = C.pose_columns(df, apix, where)
+    bfac = C.num(df, "rlnCtfBfactor", where)
+    dose = -bfac / 4.0
+    if (dose < 0).any():
+        r = int(np.argmax(dose < 0))
+        raise InputError(
+            f"{where}: row {r + 1}: _rlnCtfBfactor = {bfac[r]:g} is positive, but the {reader!r} reader "
+            "reads the cumulative dose as -_rlnCtfBfactor/4; is this an SPA file? try --source relion"
+        )
+    scale = C.num(df, "rlnCtfScalefactor", where, default=1.0)
+    tilt = np.degrees(np.arccos(np.clip(scale, -1.0, 1.0)))
+    key = df[group_column].astype(str).to_numpy(dtype=object)
+    frame = C.num(df, frame_column, where).astype(np.int64) if frame_column and frame_column in df.columns else None
+    cols = {
+        "particle_name": key,
+        "group": (df["rlnMicrographName"].astype(str).to_numpy(dtype=object)
+                  if reader != NAME and "rlnMicrographName" in df.columns else np.full(n, "", dtype=object)),
+        "image_path": paths,
+        "image_index": index0,
+        **poses,
+        "pixel_size_A": apix,
+        **C.ctf_columns(df, where),
+        "ctf_bfactor_A2": np.zeros(n),
+        "dose_e_per_A2": dose,
+        "stage_tilt_deg": tilt,
+        "ctf_premultiplied": C.flag(df, "rlnCtfDataAreCtfPremultiplied", where),
+        "dose_weighted": np.zeros(n, dtype=bool),
+        "optics_group": C.num(df, "rlnOpticsGroup", where, default=1).astype(np.int64),
+        "source_row": np.arange(n, dtype=np.int64),
+    }
+    source = SourceInfo(reader=reader, files={"particles": path}, datadir=Path(datadir) if datadir else None,
+                        extra={"particles_block": block.name, "particle_column": group_column})
+    return C.assemble(cols, key, where=where, source=source, has_poses=has_poses,
+                      check_images=check_images, star_dir=path.parent, datadir=datadir, frame=frame)
+
+
+def read(path, datadir=None, check_images: bool = True, star: StarFile | None = None) -> ParticleTable:
+    path = Path(path).resolve()
+    star = star or read_star(path)
+    return read_tilt_rows(path, star, reader=NAME, required=REQUIRED, group_column="rlnGroupName",
+                          frame_column=None, datadir=datadir, check_images=check_images)
+
+
+def export(source: SourceInfo, rows, out_path) -> list[Path]:
+    """Rows are image rows of the STAR file (pass every ``source_row`` of the chosen particles)."""
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    return [write_star_subset(source.files["particles"], source.extra.get("particles_block", ""), rows, out_path)]
