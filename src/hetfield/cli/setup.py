@@ -14,7 +14,7 @@ def setup(
     datadir: Optional[Path] = typer.Option(None, "--datadir", "-d", help="Directory where image stacks are looked up when paths in the file do not resolve."),
     source: str = typer.Option("auto", "--source", help="Force a reader: auto, image-series, nextpyp, optimisation-set, relion, cryosparc."),
     downsample: Optional[int] = typer.Option(None, "--downsample", help="Fourier-crop images to this even box size (pixels); the pixel size grows accordingly."),
-    uninvert_data: bool = typer.Option(False, "--uninvert-data", help="Do not invert contrast (use for stacks with dark particles, e.g. tomoDRGN's simulator)."),
+    uninvert_data: bool = typer.Option(False, "--uninvert-data", help="Do not invert contrast. By default images are inverted (RELION stacks hold white particles) except CTF-premultiplied ones, which already carry +CTF²; use this for stacks with dark particles, e.g. tomoDRGN's simulator."),
     window: bool = typer.Option(True, "--window/--no-window", help="Apply the soft circular real-space window before transforming."),
     window_inner: float = typer.Option(0.8, "--window-inner", help="Window: radius where the fall-off starts, as a fraction of half the box."),
     window_outer: float = typer.Option(0.9, "--window-outer", help="Window: radius where it reaches zero, as a fraction of half the box."),

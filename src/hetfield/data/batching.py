@@ -27,6 +27,7 @@ PER_IMAGE_FLOAT = (
     "defocus_angle_deg",
     "phase_shift_deg",
     "ctf_bfactor_A2",
+    "ctf_scale",
     "dose_e_per_A2",
     "stage_tilt_deg",
 )
@@ -55,6 +56,7 @@ class Batch:
     defocus_angle_deg: "torch.Tensor"
     phase_shift_deg: "torch.Tensor"
     ctf_bfactor_A2: "torch.Tensor"
+    ctf_scale: "torch.Tensor"
     dose_e_per_A2: "torch.Tensor"
     stage_tilt_deg: "torch.Tensor"
 
@@ -152,10 +154,11 @@ class ParticleBatches:
             **kw,
         )
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        """Batches of one epoch, skipping the first ``start_step`` (to resume mid-epoch exactly)."""
+    def epoch(self, epoch: int, start_particle: int = 0) -> Iterator[Batch]:
+        """Batches of one epoch, skipping its first ``start_particle`` particles (to resume mid-epoch:
+        with an unchanged batch size the remaining batches are exactly those of an uninterrupted run)."""
         order = self.order(epoch)
-        chunks = [order[i : i + self.batch_size] for i in range(start_step * self.batch_size, len(order), self.batch_size)]
+        chunks = [order[i : i + self.batch_size] for i in range(start_particle, len(order), self.batch_size)]
         if not self.prefetch or len(chunks) < 2:
             for c in chunks:
                 yield self.make_batch(c)

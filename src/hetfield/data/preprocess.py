@@ -22,7 +22,7 @@ from typing import Any
 
 from hetfield.errors import ConfigError, DatasetError, InputError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 NORM_SAMPLE_SIZE = 10_000
 CHUNK_IMAGES = 1024
 
@@ -31,7 +31,7 @@ CHUNK_IMAGES = 1024
 class PreprocessSettings:
     """Everything that changes the cache's contents (and therefore its fingerprint)."""
 
-    invert: bool = True
+    invert: bool = True  # invert non-premultiplied images (see contrast_signs)
     downsample: int | None = None
     window: bool = True
     window_inner: float = 0.8
@@ -103,8 +103,20 @@ def _read_chunk(table_chunk, stacks: dict[str, Any]):
     return out
 
 
-def _transform(images, settings: PreprocessSettings, window, out_box: int):
-    """Windowed images ``(n, D, D)`` → Hartley values ``(n, out_box+1, out_box+1)`` float32 (unscaled)."""
+def contrast_signs(table_chunk, invert: bool):
+    """``(n,)`` ±1 per image: RELION stacks hold white particles, ``image = -CTF * P`` in our CTF
+    convention, so they are inverted; CTF-premultiplied images hold ``CTF * (-CTF) * P`` with
+    RELION's (opposite-sign) CTF, i.e. ``+CTF² P`` already, and are left as they are (measured on
+    the WarpTools export: positive correlation with ``+CTF² P`` of its consensus map)."""
+    import numpy as np
+
+    pre = table_chunk["ctf_premultiplied"].to_numpy(bool)
+    return np.where(invert & ~pre, -1.0, 1.0).astype(np.float32)
+
+
+def _transform(images, settings: PreprocessSettings, window, out_box: int, signs):
+    """Windowed images ``(n, D, D)`` → Hartley values ``(n, out_box+1, out_box+1)`` float32 (unscaled),
+    multiplied by the per-image contrast ``signs``."""
     import torch
 
     from hetfield.imaging.hartley import fft2_center, symmetrize
@@ -117,9 +129,7 @@ def _transform(images, settings: PreprocessSettings, window, out_box: int):
     if out_box != d:
         lo = d // 2 - out_box // 2
         f = f[..., lo : lo + out_box, lo : lo + out_box]
-    h = symmetrize(f.real - f.imag)
-    if settings.invert:
-        h = -h
+    h = symmetrize(f.real - f.imag) * torch.from_numpy(signs).to(f.real.dtype)[:, None, None]
     return h.to(torch.float32).numpy()
 
 
@@ -147,7 +157,7 @@ def _normalization_std(table, settings, window, out_box, stacks, rng, where) -> 
         rows = table.iloc[sample[start : start + CHUNK_IMAGES]]
         imgs = _read_chunk(rows, stacks)
         _check_finite(imgs, rows, where)
-        h = _transform(imgs, settings, window, out_box).astype(np.float64)
+        h = _transform(imgs, settings, window, out_box, contrast_signs(rows, settings.invert)).astype(np.float64)
         total += h.sum()
         total_sq += np.square(h).sum()
         count += h.size
@@ -186,6 +196,7 @@ def _per_image_arrays(table, pixel_size_A: float, has_poses: bool) -> dict[str, 
         "defocus_angle_deg",
         "phase_shift_deg",
         "ctf_bfactor_A2",
+        "ctf_scale",
         "dose_e_per_A2",
         "stage_tilt_deg",
     ):
@@ -298,7 +309,7 @@ def prepare_dataset(
             rows = df.iloc[start : start + CHUNK_IMAGES]
             imgs = _read_chunk(rows, stacks)
             _check_finite(imgs, rows, where)
-            images[start : start + len(rows)] = _transform(imgs, settings, window, out_box) / np.float32(std)
+            images[start : start + len(rows)] = _transform(imgs, settings, window, out_box, contrast_signs(rows, settings.invert)) / np.float32(std)
             if progress is not None:
                 progress(min(start + CHUNK_IMAGES, n), n)
         images.flush()

@@ -26,6 +26,8 @@ defocus_v_A            float64
 defocus_angle_deg      float64
 phase_shift_deg        float64
 ctf_bfactor_A2         float64  CTF envelope B-factor (0 when the column carries dose instead)
+ctf_scale              float64  RELION's CTF scale factor, multiplying the CTF (1 for image-series
+                                STAR files, where Warp stores cos(tilt) in that column)
 dose_e_per_A2          float64  cumulative pre-exposure before this image (0 for SPA)
 stage_tilt_deg         float64  stage tilt of this image (0 for SPA; unsigned when the source
                                 stores only cos(tilt))
@@ -65,6 +67,7 @@ IMAGE_COLUMNS: dict[str, str] = {
     "defocus_angle_deg": "float64",
     "phase_shift_deg": "float64",
     "ctf_bfactor_A2": "float64",
+    "ctf_scale": "float64",
     "dose_e_per_A2": "float64",
     "stage_tilt_deg": "float64",
     "ctf_premultiplied": "bool",

@@ -78,7 +78,7 @@ def image_factors(batch, points: LatticePoints, *, dose_weight: bool, dose_mask_
         batch.amplitude_contrast,
         batch.phase_shift_deg,
         batch.ctf_bfactor_A2,
-    )
+    ) * batch.ctf_scale[:, None]
     factor = torch.where(batch.ctf_premultiplied[:, None], ctf * ctf, ctf)
     if dose_weight:
         f = dose_filter(k, batch.pixel_size_A, batch.dose_e_per_A2, batch.voltage_kV)

@@ -28,12 +28,13 @@ class TrainConfig:
     pose_estimation: str = "fixed"
     # optimisation
     epochs: int = 20
-    batch_size: int = 8
+    batch_size: int = 4
     lr: float = 1e-3
     lr_latent: float = 1e-2
     lr_score_table: float = 1e-2
     lr_pose: float = 1e-3
     weight_decay: float = 0.0
+    val_fraction: float = 0.05
     # imaging
     dose_weight: bool = True
     tilt_weight: bool = True
@@ -89,6 +90,8 @@ class TrainConfig:
             bad("beta", "must be zero or positive (the KL weight)")
         if isinstance(self.class_anneal_epochs, bool) or not isinstance(self.class_anneal_epochs, (int, float)) or self.class_anneal_epochs < 0:
             bad("class_anneal_epochs", "must be zero or a positive number of epochs")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 0.5:
+            bad("val_fraction", "must be in [0, 0.5): the share of particles held out to measure generalisation")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
             bad("weight_decay", "must be zero or positive")
         if self.conf_estimation not in CONF_ESTIMATION:

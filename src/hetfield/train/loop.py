@@ -22,7 +22,9 @@ from hetfield.train.config import TrainConfig
 from hetfield.train.rundir import CHECKPOINT_FORMAT, RunDir, find_checkpoint, load_checkpoint, save_checkpoint
 
 # Settings that may change when resuming; everything else must match the run's config.yaml.
-RESUMABLE_CHANGES = {"epochs", "device", "threads", "checkpoint_every", "amp"}
+# A changed batch size (the pipeline halves it after running out of GPU memory) resumes from the
+# same particle of the same epoch order, but is no longer bit-identical to an uninterrupted run.
+RESUMABLE_CHANGES = {"epochs", "device", "threads", "checkpoint_every", "amp", "batch_size"}
 
 
 class Interrupted(Exception):
@@ -97,7 +99,7 @@ def _prepare_run(run: RunDir, cfg: TrainConfig, ds, load: str | None, force: boo
     if differ:
         raise ConfigError(
             f"--load: {', '.join(f'{k} ({stored_train.__dict__[k]!r} → {getattr(cfg, k)!r})' for k in differ)} "
-            "differ from the run being resumed; only epochs, device, threads, amp and checkpoint_every may change"
+            "differ from the run being resumed; only epochs, batch_size, device, threads, amp and checkpoint_every may change"
         )
     if stored.get("dataset", {}).get("fingerprint") != ds.fingerprint:
         raise DatasetError(f"--load: {run.path} was trained on another dataset (fingerprint differs); resume it with its own --data")
@@ -183,6 +185,42 @@ def _amplitude_profile(model, ds, cfg: TrainConfig, max_particles: int = 512):
     return estimate_amplitude_profile(model, batches.epoch(0), dose_weight=cfg.dose_weight, dose_mask=cfg.dose_mask)
 
 
+def split_validation(n_particles: int, fraction: float, seed: int):
+    """``(train, validation)`` particle indices: a seeded ``floor(fraction·N)`` held out (none below 20)."""
+    import numpy as np
+
+    n_val = int(np.floor(fraction * n_particles))
+    if n_val < 1:
+        return np.arange(n_particles), np.zeros(0, np.int64)
+    val = np.sort(np.random.default_rng([seed, 99]).choice(n_particles, size=n_val, replace=False))
+    return np.setdiff1d(np.arange(n_particles), val), val
+
+
+def validation_loss(model, ds, cfg: TrainConfig, particles, device, resp=None, batch_size: int = 32) -> float | None:
+    """Mean data loss of held-out particles: latents from the encoder's mean (no sampling), classes
+    by the mixture likelihood under their untrained (uniform) scores. ``None`` without held-out
+    particles or with autodecoder latents (which exist only for trained particles)."""
+    import torch
+
+    from hetfield.data.batching import ParticleBatches
+
+    if len(particles) == 0 or model.latents is not None:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        loader = ParticleBatches(ds, model.points, batch_size, shuffle=False, particles=particles, prefetch=False, dose_mask=cfg.dose_mask)
+        for batch in loader.epoch(0):
+            batch = batch.to(device)
+            out = model(batch, beta=0.0, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight, dose_mask=cfg.dose_mask, sample=False)
+            total += float(out["data"]) * batch.n_particles
+            count += batch.n_particles
+            if resp is not None:
+                resp.index_copy_(0, batch.particles, out["responsibility"].to(resp.dtype))
+    model.train()
+    return total / max(count, 1)
+
+
 def likelihood_power(cfg: TrainConfig, epoch: int, step: int, steps: int) -> float:
     """Tempering of the class likelihood: 0 (per-value mean) → 1 (calibrated) over ``class_anneal_epochs``."""
     if cfg.class_anneal_epochs <= 0:
@@ -190,7 +228,7 @@ def likelihood_power(cfg: TrainConfig, epoch: int, step: int, steps: int) -> flo
     return min(1.0, (epoch + step / max(steps, 1)) / cfg.class_anneal_epochs)
 
 
-def compute_latents(model, ds, cfg: TrainConfig, device, resp=None, batch_size: int = 64) -> dict[str, Any]:
+def compute_latents(model, ds, cfg: TrainConfig, device, resp=None, val_particles=None, batch_size: int = 64) -> dict[str, Any]:
     """Per-particle deterministic latents, class probabilities and (refined) poses.
 
     ``class_probs`` are the posterior class probabilities (responsibilities) each particle got in
@@ -219,6 +257,10 @@ def compute_latents(model, ds, cfg: TrainConfig, device, resp=None, batch_size: 
     else:
         probs = np.ones((ds.n_particles, 1), np.float32)
     out["class_probs"] = probs.astype(np.float32)
+    held_out = np.zeros(ds.n_particles, bool)
+    if val_particles is not None:
+        held_out[val_particles] = True
+    out["held_out"] = held_out
     out["class_idx"] = probs.argmax(1).astype(np.int64)
     if model.poses is not None:
         from hetfield.imaging.rotations import rot6d_to_matrix
@@ -270,7 +312,7 @@ def train(
     model.to(device)
     opt = torch.optim.AdamW(model.parameter_groups(cfg.lr, cfg.lr_latent, cfg.lr_score_table, cfg.lr_pose, cfg.weight_decay))
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 17)
-    start_epoch, start_step = 0, 0
+    start_epoch, start_particle = 0, 0
     sums_resume = None
     # Latest class posterior of every particle (K > 1), refreshed as its batch is trained.
     resp = torch.full((ds.n_particles, cfg.n_classes), 1.0 / cfg.n_classes, device=device) if cfg.n_classes > 1 else None
@@ -278,18 +320,24 @@ def train(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
-        start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        start_epoch = int(state["epoch"])
         sums_resume = state.get("sums")
+        start_particle = int(sums_resume[3]) if sums_resume is not None else 0
+        if int(state["train"]["batch_size"]) != cfg.batch_size:
+            log(f"batch size {state['train']['batch_size']} → {cfg.batch_size}: continuing from the same particle, not bit-identical to an uninterrupted run")
         if resp is not None and state.get("responsibility") is not None:
             resp.copy_(state["responsibility"].to(device))
-        log(f"resumed from epoch {start_epoch}" + (f", step {start_step}" if start_step else "") + f" ({'latest' if load == 'latest' else load})")
+        log(f"resumed after epoch {start_epoch}" + (f" + {start_particle} particles" if start_particle else "") + f" ({'latest' if load == 'latest' else load})")
     else:
         _write_config(run, cfg, shape, ds, device, command)
         log(f"new run {run.run_id}: dataset {ds.path} ({ds.n_particles} particles, {ds.n_images} images, box {ds.box}), device {device}")
     if state is not None and run.config_path.is_file():
         _update_config_epochs(run, cfg)
 
-    loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, dose_mask=cfg.dose_mask)
+    train_particles, val_particles = split_validation(ds.n_particles, cfg.val_fraction, cfg.seed)
+    if state is None and len(val_particles):
+        log(f"holding out {len(val_particles)} of {ds.n_particles} particles to measure the validation loss")
+    loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
     amp = cfg.amp and device.type == "cuda"
     beta = cfg.effective_beta
     flag: dict = {}
@@ -306,9 +354,10 @@ def train(
             sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss·P, data·P, kl·P, P, images
             if sums_resume is not None and epoch == start_epoch:
                 sums += sums_resume.to(device)
-            first = start_step if epoch == start_epoch else 0
+            first = start_particle if epoch == start_epoch else 0
             images_seen = particles_seen = 0
-            for step, batch in enumerate(loader.epoch(epoch, first), start=first):
+            step0 = -(-first // cfg.batch_size)
+            for step, batch in enumerate(loader.epoch(epoch, first), start=step0):
                 batch = batch.to(device)
                 power = likelihood_power(cfg, epoch, step, steps)
                 try:
@@ -350,6 +399,9 @@ def train(
                 "images_per_s": round(images_seen / max(seconds, 1e-9), 2),
                 "particles_per_s": round(particles_seen / max(seconds, 1e-9), 2),
             }
+            val = validation_loss(model, ds, cfg, val_particles, device, resp)
+            if val is not None:
+                metrics["val_data_loss"] = val
             if resp is not None:
                 cls = resp.argmax(1)
                 occ = torch.bincount(cls, minlength=shape.n_classes).float() / shape.n_particles
@@ -363,14 +415,15 @@ def train(
             append_line(run.metrics_path, json.dumps(metrics))
             save_now = (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
             if save_now:
-                latents = compute_latents(model, ds, cfg, device, resp)
+                latents = compute_latents(model, ds, cfg, device, resp, val_particles)
                 write_atomic(run.latent_path(epoch + 1), lambda p, d=latents: _savez(p, d))
                 save_checkpoint(run.weights_path(epoch + 1), _state(model, opt, gen, shape, cfg, ds, epoch + 1, 0, None, resp))
             run.resume_path.unlink(missing_ok=True)
             sums_resume = None
             occ_txt = f", classes {metrics['class_occupancy']}" if "class_occupancy" in metrics else ""
             log(
-                f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.5f} (data {metrics['data_loss']:.5f}, kl {metrics['kl']:.3f}), "
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss']:.5f} (data {metrics['data_loss']:.5f}, kl {metrics['kl']:.3f}"
+                + (f", validation {metrics['val_data_loss']:.5f}" if "val_data_loss" in metrics else "") + "), "
                 f"{metrics['images_per_s']:.0f} images/s{occ_txt}" + (f"; saved weights.{epoch + 1}.pt" if save_now else "")
             )
             last_metrics = metrics

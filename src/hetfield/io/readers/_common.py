@@ -199,6 +199,8 @@ def assemble(columns: dict[str, np.ndarray], key, *, where: str, source: SourceI
     else:
         cols["frame"] = np.asarray(frame)[order]
     cols["particle"] = particle
+    if "ctf_scale" not in cols:
+        cols["ctf_scale"] = np.ones(n)
     cols["image_path"] = resolve_image_paths(cols["image_path"], star_dir, datadir, strict=check_images)
     cols["image_index"] = np.where(cols["image_index"] < 0, 0, cols["image_index"]).astype(np.int64)
     if check_images:

@@ -1,0 +1,80 @@
+"""Bad training configuration fails before any training, with one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import assert_usage_error, run_cli, simulate_and_setup
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return simulate_and_setup(tmp_path_factory.mktemp("cfg"), "d", n_particles=8, n_classes=1, n_tilts=3, box=24, seed=5)
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--zdim", "-1"], ["--zdim", "at least 0"]),
+        (["--n-classes", "0"], ["--n-classes", "at least 1"]),
+        (["--beta", "-0.5"], ["--beta", "zero or positive"]),
+        (["--epochs", "0"], ["--epochs", "at least 1"]),
+        (["--lr", "0"], ["--lr", "positive"]),
+        (["--conf-estimation", "magic"], ["--conf-estimation", "encoder, autodecoder, none"]),
+        (["--pose-estimation", "abinit"], ["--pose-estimation", "not available yet"]),
+        (["--conf-estimation", "none", "--zdim", "4"], ["--zdim", "homogeneous"]),
+        (["--device", "tpu"], ["--device", "auto, cpu, cuda"]),
+        (["--bogus-option", "1"], ["No such option", "--bogus-option"]),
+    ],
+)
+def test_bad_options(dataset, tmp_path, args, fragments):
+    proc = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", *args)
+    assert_usage_error(proc, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset(tmp_path):
+    proc = run_cli("train", tmp_path / "run", "--data", tmp_path / "nowhere")
+    assert_usage_error(proc, "nowhere", "hetfield setup")
+    assert not (tmp_path / "run").exists()
+
+
+def test_stale_dataset(tmp_path):
+    d = simulate_and_setup(tmp_path, "d", n_particles=6, n_classes=1, n_tilts=3, box=24, seed=6)
+    star = d / "sim" / "particles.star"
+    star.write_text(star.read_text() + "\n")  # the user edited the particles after setup
+    proc = run_cli("train", tmp_path / "run", "--data", d / "dataset")
+    assert_usage_error(proc, "stale", "--force")
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_and_overrides(dataset, tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("zdim: 3\nepochs: 5\nfield-hidden: 16\nfield_layers: 1\nenc_hidden: 16\nenc_grid: 3\n")
+    proc = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--config", base, "--epochs", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["train"]["zdim"] == 3 and cfg["train"]["epochs"] == 1 and cfg["train"]["field_hidden"] == 16
+    assert cfg["dataset"]["fingerprint"] and cfg["run_id"] == "run" and cfg["command"].startswith("hetfield train")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [("zdim: [unclosed\n", "unreadable YAML"), ("zdimm: 3\n", "unknown option(s) zdimm"), ("- 1\n- 2\n", "mapping")],
+)
+def test_bad_config_file(dataset, tmp_path, text, fragment):
+    base = tmp_path / "base.yaml"
+    base.write_text(text)
+    proc = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--config", base)
+    assert_usage_error(proc, str(base), fragment)
+
+
+def test_resume_with_changed_model_is_refused(dataset, tmp_path):
+    first = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--zdim", "2", "--epochs", "1", "--field-hidden", "16", "--enc-hidden", "16", "--quiet")
+    assert first.returncode == 0, first.stderr
+    proc = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--load", "latest", "--zdim", "3")
+    assert_usage_error(proc, "zdim", "differ from the run being resumed")
+    proc = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--load", "7")
+    assert_usage_error(proc, "--load 7", "saved epochs")
