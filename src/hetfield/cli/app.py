@@ -31,8 +31,12 @@ _COMMANDS: list[tuple[str, str, str]] = [
     ("setup", "hetfield.cli.setup", "setup"),
     ("inspect", "hetfield.cli.inspect", "inspect"),
     ("train", "hetfield.cli.train", "train"),
+    ("convergence", "hetfield.cli.convergence", "convergence"),
+    ("analyze", "hetfield.cli.analyze", "analyze"),
+    ("volumes", "hetfield.cli.volumes", "volumes"),
+    ("backproject", "hetfield.cli.backproject", "backproject"),
 ]
-_SUBAPPS: list[tuple[str, str]] = []
+_SUBAPPS: list[tuple[str, str]] = [("sweep", "hetfield.cli.sweep")]
 
 for _name, _module, _func in _COMMANDS:
     app.command(_name)(getattr(importlib.import_module(_module), _func))

@@ -1,0 +1,110 @@
+"""Unit tests of the metrics, latent-space tools and volume post-processing (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hetfield.analysis import latent as L
+from hetfield.analysis import metrics as M
+from hetfield.analysis import volumes as V
+
+
+def _blob(box=24, centre=(0, 0, 0), sigma=3.0):
+    c = np.arange(box) - box // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    return np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
+def _chiral(box=24):
+    return _blob(box, (5, 0, 0), 2) + 0.8 * _blob(box, (0, 5, 0), 2) + 0.6 * _blob(box, (0, 0, 5), 2)
+
+
+def test_fsc_identical_is_one_and_noise_is_low():
+    rng = np.random.default_rng(0)
+    v = _chiral() + 0.05 * rng.normal(size=(24,) * 3).astype(np.float32)
+    f = M.fsc(v, v, pixel_size_A=5.0)
+    assert np.allclose(f.fsc, 1.0)
+    assert f.reaches_nyquist(0.143) and f.resolution_A(0.143) == pytest.approx(10.0)
+    a, b = rng.normal(size=(2, 24, 24, 24))
+    g = M.fsc(a, b)
+    assert np.abs(g.fsc[2:]).max() < 0.3
+
+
+def test_fsc_crossing_is_interpolated():
+    f = M.FSC(freq=np.arange(5) / 8, fsc=np.array([1.0, 0.9, 0.7, 0.3, 0.1]), pixel_size_A=2.0)
+    # 0.5 lies half-way between shells 2 (0.7) and 3 (0.3)
+    assert f.crossing(0.5) == pytest.approx(2.5 / 8)
+    assert f.resolution_A(0.5) == pytest.approx(2.0 / (2.5 / 8))
+    assert f.at(2.5 / 8) == pytest.approx(0.5)
+
+
+def test_masked_correlation_and_matching():
+    a, b = _blob(), _blob(centre=(4, 0, 0))
+    assert M.masked_correlation(a, a) == pytest.approx(1.0)
+    assert M.masked_correlation(a, -a) == pytest.approx(-1.0)
+    assert M.masked_correlation(a, np.zeros_like(a)) == 0.0
+    assert M.masked_correlation(a, b, M.soft_sphere_mask(24)) < 0.9
+    assert M.match_best(np.array([[0.1, 0.9], [0.8, 0.2]])) == [(0, 1), (1, 0)]
+    assert M.ari([0, 0, 1, 1], [1, 1, 0, 0]) == 1.0
+    assert M.abs_spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(1.0)
+    assert M.abs_spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_flip_lowpass_invert():
+    v = _chiral()
+    f = V.flip_hand(v)
+    assert np.array_equal(V.flip_hand(f), v)
+    assert f[12, 12, 12] == v[12, 12, 12]  # the centre stays the centre
+    assert M.masked_correlation(f, v) < 0.9  # a chiral object is not its mirror image
+    lp = V.lowpass(v, 4.0, 16.0)
+    spec = M.fsc(lp, v, 4.0)
+    assert spec.at(0.1) > 0.99  # below the cutoff (0.25 cycles/px): untouched
+    assert np.abs(np.fft.fftn(lp))[np.abs(np.fft.fftfreq(24)) > 0.3].max() < 1e-4
+    assert np.array_equal(V.invert_contrast(v), -v)
+
+
+def test_pca_kmeans_and_fallbacks():
+    rng = np.random.default_rng(1)
+    z = np.concatenate([rng.normal(-3, 0.3, (30, 3)), rng.normal(3, 0.3, (30, 3))])
+    p = L.pca(z)
+    assert p.explained_variance_ratio[0] > 0.9 and p.projection.shape == (60, 3)
+    km = L.kmeans(z, 2)
+    assert M.ari(np.repeat([0, 1], 30), km.labels) == 1.0
+    for c in range(km.k):  # on-data centres are members of their own cluster
+        assert km.labels[km.on_data[c]] == c
+    # more clusters asked than distinct particles
+    small = L.kmeans(z[:4], 20)
+    assert small.k == 4 and small.k_requested == 20 and sorted(small.on_data) == [0, 1, 2, 3]
+    # one particle, one dimension
+    one = L.pca(np.array([[0.5]]))
+    assert one.n_components == 1 and one.explained_variance_ratio[0] == 0
+    assert L.kmeans(np.array([[0.5]]), 20).k == 1
+    emb, name = L.embed_2d(z[:6])
+    assert name == "PCA" and emb.shape == (6, 2)
+    emb1, _ = L.embed_2d(rng.normal(size=(5, 1)))
+    assert emb1.shape == (5, 2)
+
+
+def test_density_maxima_find_two_populations():
+    rng = np.random.default_rng(2)
+    emb = np.concatenate([rng.normal(-4, 0.5, (80, 2)), rng.normal(4, 0.5, (40, 2))])
+    dm = L.density_maxima(emb)
+    assert len(dm.particles) == 2
+    assert dm.density[0] == pytest.approx(1.0)
+    assert emb[dm.particles[0], 0] < 0 < emb[dm.particles[1], 0]  # densest population first
+    assert len(L.density_maxima(emb[:2]).particles) == 1
+
+
+def test_traversal_and_alignment():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(50, 3)) * [3.0, 1.0, 0.2]
+    tr = L.pc_traversal(z, pc=1, n=5)
+    assert tr.z.shape == (5, 3) and np.all(np.diff(tr.coordinates) > 0)
+    # a rotated, shifted copy of the same latent has (almost) no aligned shift
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    moved = z @ q * 2.0 + 5.0
+    assert np.median(L.normalised_shifts(z, moved)) > 0.5
+    assert np.median(L.normalised_shifts(z, moved, align=True)) < 1e-6
+    with pytest.raises(ValueError):
+        L.pc_traversal(z[:, :1], pc=2)
