@@ -22,7 +22,7 @@ def train(
     beta: Optional[float] = typer.Option(None, "--beta", help="KL weight of the encoder (prior weight of autodecoder latents). [default: 1/zdim]", rich_help_panel=_HET),
     n_classes: Optional[int] = typer.Option(None, "--n-classes", help="Number of neural fields K; K > 1 learns a class per particle. [default: 1]", rich_help_panel=_HET),
     std_noise: Optional[float] = typer.Option(None, "--std-noise", help="Noise standard deviation of the class likelihood, in normalised data units (data have unit variance). [default: 1.0]", rich_help_panel=_HET),
-    class_anneal_epochs: Optional[float] = typer.Option(None, "--class-anneal-epochs", help="Epochs over which the class likelihood is tempered from per-value mean to calibrated. [default: 2]", rich_help_panel=_HET),
+    class_init_epochs: Optional[int] = typer.Option(None, "--class-init-epochs", help="K > 1: epochs of one consensus field before the classes start from k-means on residual maps (0: start from identical fields). [default: 1]", rich_help_panel=_HET),
     conf_estimation: Optional[str] = typer.Option(None, "--conf-estimation", help="Latent source: encoder, autodecoder or none. [default: encoder]", rich_help_panel=_HET),
     pose_estimation: Optional[str] = typer.Option(None, "--pose-estimation", help="Poses: fixed (from the input) or refine (per-image pose table). [default: fixed]", rich_help_panel=_HET),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (passes over all particles). [default: 20]", rich_help_panel=_OPT),

@@ -43,9 +43,8 @@ def _init_stack(k: int, fan_in: int, fan_out: int, g: torch.Generator, gain: flo
     """``(k, fan_in, fan_out)``: one uniform initialisation shared by the k fields, times ``1 + jitter·N(0,1)``.
 
     The fields start (nearly) identical on purpose: a mixture whose fields differ at random is
-    decided by which one fits first, and that one takes every particle. Identical fields learn
-    the same consensus while the class posterior is tempered; the small jitter then decides the
-    split through each particle's residual, which carries its class (see ``Reconstruction``).
+    decided by which one fits first, and that one takes every particle. Training starts them from
+    one consensus and a data-driven partition (see :mod:`hetfield.model.class_init`).
     """
     bound = gain * math.sqrt(6.0 / fan_in) / 2  # He-uniform-like, halved for residual stacks
     w = ((torch.rand(1, fan_in, fan_out, generator=g) * 2 - 1) * bound).repeat(k, 1, 1)
@@ -89,20 +88,22 @@ class NeuralFields(nn.Module):
         self.w_out = nn.Parameter(_init_stack(k, h, 2, g, gain=0.1, jitter=j))
         self.b_out = nn.Parameter(torch.zeros(k, 1, 2))
 
-    def forward(self, q: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, z: torch.Tensor | None = None, n_classes: int | None = None) -> torch.Tensor:
+        """``n_classes`` evaluates only the first classes (the consensus phase trains field 0 alone)."""
+        k = self.n_classes if n_classes is None else n_classes
         # Fold every q into the half-space q_z >= 0; the folded points get the conjugate.
         flip = q[..., 2] < 0
         q_half = torch.where(flip[..., None], -q, q)
         x = self.features(q_half)  # (N, M, P)
-        h = torch.einsum("nmp,kph->nkmh", x, self.w_in) + self.b_in  # (N, K, M, H)
+        h = torch.einsum("nmp,kph->nkmh", x, self.w_in[:k]) + self.b_in[:k]  # (N, K, M, H)
         if self.w_z is not None:
             if z is None:
                 raise ValueError("this field needs a latent z")
-            h = h + torch.einsum("nz,kzh->nkh", z, self.w_z)[:, :, None, :]
+            h = h + torch.einsum("nz,kzh->nkh", z, self.w_z[:k])[:, :, None, :]
         h = torch.relu(h)
         for layer in range(self.layers - 1):
-            h = h + torch.relu(torch.einsum("nkmh,khg->nkmg", h, self.w_hidden[:, layer]) + self.b_hidden[:, layer])
-        out = torch.einsum("nkmh,kho->nkmo", h, self.w_out) + self.b_out  # (N, K, M, 2)
+            h = h + torch.relu(torch.einsum("nkmh,khg->nkmg", h, self.w_hidden[:k, layer]) + self.b_hidden[:k, layer])
+        out = torch.einsum("nkmh,kho->nkmo", h, self.w_out[:k]) + self.b_out[:k]  # (N, K, M, 2)
         re, im = out[..., 0], out[..., 1]
         im = torch.where(flip[:, None, :], -im, im)
         # F(0) of a real volume is real.

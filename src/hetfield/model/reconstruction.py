@@ -23,19 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from hetfield.model.backprojection import backproject, backprojection_grid, ctf_weight, grid_radius_px
 from hetfield.model.encoder import TiltSetEncoder
 from hetfield.model.fields import NeuralFields
 from hetfield.model.renderer import LatticePoints, centre_data, image_factors
 from hetfield.model.tables import LatentTable, PoseTable, ScoreTable
-
-
-def backprojection_grid(box: int, n: int) -> torch.Tensor:
-    """``(J, 3)`` points ``(x, y, z)`` in pixels: an ``n³`` grid over 80 % of the box, inside its sphere."""
-    step = 0.8 * box / n
-    c = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * step
-    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
-    pts = torch.stack([x, y, z], -1).reshape(-1, 3)
-    return pts[pts.norm(dim=-1) <= 0.45 * box]
 
 
 @dataclass(frozen=True)
@@ -82,9 +74,7 @@ class Reconstruction(nn.Module):
         if shape.conf_estimation == "encoder" and zdim:
             grid = backprojection_grid(shape.box, shape.enc_grid)
             self.register_buffer("enc_points", grid, persistent=False)
-            # Frequencies the coarse grid can represent: its Nyquist, never beyond the box's.
-            spacing = float(grid[:, 0].unique().diff().min()) if grid.shape[0] > 1 else 1.0
-            r = min(shape.box / 2, shape.box / (2 * spacing))
+            r = grid_radius_px(shape.box, shape.enc_grid)
             self.n_enc = max(int((self.points.radius_px <= r + 1e-6).sum()), 1)
             torch.manual_seed(shape.seed + 3)
             self.encoder = TiltSetEncoder(grid.shape[0], zdim, shape.enc_hidden, shape.enc_layers, shape.enc_embed)
@@ -110,9 +100,9 @@ class Reconstruction(nn.Module):
         lo = lo.long()
         return self.amplitude[lo] * (1 - frac) + self.amplitude[lo + 1] * frac
 
-    def field_values(self, q: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    def field_values(self, q: torch.Tensor, z: torch.Tensor | None, n_classes: int | None = None) -> torch.Tensor:
         """``(N, K, M, 2)`` Fourier coefficients: the fields' output times the amplitude profile."""
-        f = self.fields(q, z).float()
+        f = self.fields(q, z, n_classes).float()
         return f * self.amplitude_at(q)[:, None, :, None]
 
     # -- parameter groups with their own learning rates ------------------------------------------
@@ -143,15 +133,9 @@ class Reconstruction(nn.Module):
         every particle in the same frame whatever its orientation.
         """
         m = min(yk_c.shape[1], self.n_enc)
-        # Multiplying by the CTF (once; premultiplied data already carry it) aligns the phases of
-        # images taken at different defocus before they are pooled.
-        w = torch.where(batch.ctf_premultiplied[:, None], torch.ones_like(ctf), ctf)[:, :m] * keep[:, :m]
-        a, b = yk_c[:, :m] * w, ymk_c[:, :m] * w
-        q = self.points.frequencies_3d(rot, m)  # (n, m, 3)
-        theta = 2 * torch.pi * (q @ self.enc_points.T.to(q.dtype))  # (n, m, J)
-        # H(k) cas(θ) + H(-k) cas(-θ) = (H(k) + H(-k)) cos θ + (H(k) - H(-k)) sin θ
-        feats = torch.einsum("nm,nmj->nj", a + b, torch.cos(theta)) + torch.einsum("nm,nmj->nj", a - b, torch.sin(theta))
-        feats = feats / (self.n_enc**0.5)
+        w = ctf_weight(batch, ctf[:, :m], keep[:, :m])
+        q = self.points.frequencies_3d(rot, m)
+        feats = backproject(yk_c[:, :m], ymk_c[:, :m], w, q, self.enc_points) / (self.n_enc**0.5)
         padded = feats.new_zeros(batch.n_particles, batch.n_slots, feats.shape[1])
         padded[batch.image_particle, batch.slot] = feats
         mask = torch.zeros(batch.n_particles, batch.n_slots, dtype=torch.bool, device=feats.device)
@@ -169,8 +153,10 @@ class Reconstruction(nn.Module):
         dose_mask: bool = True,
         generator: torch.Generator | None = None,
         sample: bool = True,
-        likelihood_power: float = 1.0,
+        consensus_only: bool = False,
     ) -> dict[str, torch.Tensor]:
+        """Losses of a batch. ``consensus_only`` trains field 0 alone (the start of a mixture, see
+        :mod:`hetfield.model.class_init`)."""
         m = batch.extent
         pts = self.points
         rot, origin = self.poses_of(batch)
@@ -194,7 +180,7 @@ class Reconstruction(nn.Module):
         z_img = z[batch.image_particle] if z is not None else None
 
         q = pts.frequencies_3d(rot, m)
-        f = self.field_values(q, z_img)  # (n, K, m, 2)
+        f = self.field_values(q, z_img, 1 if consensus_only else None)  # (n, K, m, 2)
         h_k = f[..., 0] - f[..., 1]
         h_mk = f[..., 0] + f[..., 1]
         pw = pts.partner_weight[:m]
@@ -211,13 +197,12 @@ class Reconstruction(nn.Module):
         err = se_p / wn_p[:, None]  # (P, K)
 
         out: dict[str, torch.Tensor] = {"err": err.detach()}
-        if self.scores is not None:
+        if self.scores is not None and not consensus_only:
             log_pi = self.scores.log_probs(batch.particles)
             # Gaussian log-likelihood of all the particle's (tilt-weighted) values under each class.
             two_var = 2.0 * std_noise * std_noise
-            n_eff = wn_p.pow(likelihood_power)
-            loglik = -n_eff[:, None] * err / two_var
-            data = -(two_var / n_eff) * torch.logsumexp(log_pi + loglik, dim=-1)
+            loglik = -wn_p[:, None] * err / two_var
+            data = -(two_var / wn_p) * torch.logsumexp(log_pi + loglik, dim=-1)
             out["log_pi"] = log_pi.detach()
             out["responsibility"] = torch.softmax(log_pi + loglik, dim=-1).detach()
         else:

@@ -23,7 +23,7 @@ class TrainConfig:
     beta: float | None = None  # None: 1/zdim (tomoDRGN's default)
     n_classes: int = 1
     std_noise: float = 1.0
-    class_anneal_epochs: float = 2.0
+    class_init_epochs: int = 1
     conf_estimation: str = "encoder"
     pose_estimation: str = "fixed"
     # optimisation
@@ -88,8 +88,10 @@ class TrainConfig:
                 bad(name, "must be a positive number")
         if self.beta is not None and (isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0):
             bad("beta", "must be zero or positive (the KL weight)")
-        if isinstance(self.class_anneal_epochs, bool) or not isinstance(self.class_anneal_epochs, (int, float)) or self.class_anneal_epochs < 0:
-            bad("class_anneal_epochs", "must be zero or a positive number of epochs")
+        if isinstance(self.class_init_epochs, bool) or not isinstance(self.class_init_epochs, int) or self.class_init_epochs < 0:
+            bad("class_init_epochs", "must be a whole number of epochs, 0 or more")
+        if self.n_classes > 1 and self.class_init_epochs >= self.epochs:
+            bad("class_init_epochs", f"must be smaller than --epochs {self.epochs}: the classes are learned after it")
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 0.5:
             bad("val_fraction", "must be in [0, 0.5): the share of particles held out to measure generalisation")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:

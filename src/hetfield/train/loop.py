@@ -196,7 +196,7 @@ def split_validation(n_particles: int, fraction: float, seed: int):
     return np.setdiff1d(np.arange(n_particles), val), val
 
 
-def validation_loss(model, ds, cfg: TrainConfig, particles, device, resp=None, batch_size: int = 32) -> float | None:
+def validation_loss(model, ds, cfg: TrainConfig, particles, device, resp=None, consensus: bool = False, batch_size: int = 32) -> float | None:
     """Mean data loss of held-out particles: latents from the encoder's mean (no sampling), classes
     by the mixture likelihood under their untrained (uniform) scores. ``None`` without held-out
     particles or with autodecoder latents (which exist only for trained particles)."""
@@ -212,20 +212,13 @@ def validation_loss(model, ds, cfg: TrainConfig, particles, device, resp=None, b
         loader = ParticleBatches(ds, model.points, batch_size, shuffle=False, particles=particles, prefetch=False, dose_mask=cfg.dose_mask)
         for batch in loader.epoch(0):
             batch = batch.to(device)
-            out = model(batch, beta=0.0, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight, dose_mask=cfg.dose_mask, sample=False)
+            out = model(batch, beta=0.0, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight, dose_mask=cfg.dose_mask, sample=False, consensus_only=consensus)
             total += float(out["data"]) * batch.n_particles
             count += batch.n_particles
-            if resp is not None:
+            if resp is not None and not consensus:
                 resp.index_copy_(0, batch.particles, out["responsibility"].to(resp.dtype))
     model.train()
     return total / max(count, 1)
-
-
-def likelihood_power(cfg: TrainConfig, epoch: int, step: int, steps: int) -> float:
-    """Tempering of the class likelihood: 0 (per-value mean) → 1 (calibrated) over ``class_anneal_epochs``."""
-    if cfg.class_anneal_epochs <= 0:
-        return 1.0
-    return min(1.0, (epoch + step / max(steps, 1)) / cfg.class_anneal_epochs)
 
 
 def compute_latents(model, ds, cfg: TrainConfig, device, resp=None, val_particles=None, batch_size: int = 64) -> dict[str, Any]:
@@ -357,14 +350,19 @@ def train(
             first = start_particle if epoch == start_epoch else 0
             images_seen = particles_seen = 0
             step0 = -(-first // cfg.batch_size)
+            if model.scores is not None and epoch == cfg.class_init_epochs > 0 and first == 0:
+                from hetfield.model.class_init import initialise_classes
+
+                initialise_classes(model, opt, ds, cfg, device, log)
+                resp.copy_(torch.softmax(model.scores.scores.detach(), -1))
+            consensus = model.scores is not None and epoch < cfg.class_init_epochs
             for step, batch in enumerate(loader.epoch(epoch, first), start=step0):
                 batch = batch.to(device)
-                power = likelihood_power(cfg, epoch, step, steps)
                 try:
                     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                         out = model(
                             batch, beta=beta, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight,
-                            dose_mask=cfg.dose_mask, generator=gen, likelihood_power=power,
+                            dose_mask=cfg.dose_mask, generator=gen, consensus_only=consensus,
                         )
                     opt.zero_grad(set_to_none=True)
                     out["loss"].backward()
@@ -373,7 +371,7 @@ def train(
                     raise CudaOutOfMemory(
                         f"CUDA ran out of memory with --batch-size {cfg.batch_size}; retry with --batch-size {max(cfg.batch_size // 2, 1)}"
                     ) from None
-                if resp is not None:
+                if resp is not None and not consensus:
                     resp.index_copy_(0, batch.particles, out["responsibility"].to(resp.dtype))
                 p = batch.n_particles
                 sums += torch.stack([out["loss"].detach() * p, out["data"] * p, out["kl"] * p, torch.tensor(p, device=device), torch.tensor(batch.n_images, device=device)]).double()
@@ -399,7 +397,7 @@ def train(
                 "images_per_s": round(images_seen / max(seconds, 1e-9), 2),
                 "particles_per_s": round(particles_seen / max(seconds, 1e-9), 2),
             }
-            val = validation_loss(model, ds, cfg, val_particles, device, resp)
+            val = validation_loss(model, ds, cfg, val_particles, device, resp, consensus)
             if val is not None:
                 metrics["val_data_loss"] = val
             if resp is not None:
@@ -407,7 +405,7 @@ def train(
                 occ = torch.bincount(cls, minlength=shape.n_classes).float() / shape.n_particles
                 metrics["class_occupancy"] = [round(float(v), 5) for v in occ.cpu()]
                 metrics["mean_max_prob"] = float(resp.max(1).values.mean())
-                metrics["likelihood_power"] = power
+                metrics["consensus_phase"] = consensus
                 if prev_classes is not None:
                     metrics["class_change_fraction"] = float((cls != prev_classes).float().mean())
                 prev_classes = cls

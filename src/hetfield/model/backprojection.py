@@ -1,0 +1,40 @@
+"""Coarse back-projection of lattice values onto a grid of 3D points in the particle frame.
+
+An image's Hartley values at the decoded points, placed at their 3D frequencies ``q = k @ A``,
+summed with the Hartley kernel ``cas(2π q·r)`` at real-space points ``r``: a low-resolution
+back-projection in the particle's own frame. The encoder reads these (so known poses reach it),
+and the class initialisation clusters them (computed from residuals).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def backprojection_grid(box: int, n: int) -> torch.Tensor:
+    """``(J, 3)`` points ``(x, y, z)`` in pixels: an ``n³`` grid over 80 % of the box, inside its sphere."""
+    step = 0.8 * box / n
+    c = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * step
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    pts = torch.stack([x, y, z], -1).reshape(-1, 3)
+    return pts[pts.norm(dim=-1) <= 0.45 * box]
+
+
+def grid_radius_px(box: int, n: int) -> float:
+    """Largest lattice radius (pixels) the grid resolves: its Nyquist, never beyond the box's."""
+    spacing = 0.8 * box / n
+    return min(box / 2, box / (2 * spacing))
+
+
+def backproject(h_k: torch.Tensor, h_mk: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``(n, J)``: values ``h_k``/``h_mk`` ``(n, m)`` at ``q (n, m, 3)`` and ``-q``, times ``weight``, at ``grid``."""
+    a, b = h_k * weight, h_mk * weight
+    theta = 2 * torch.pi * (q @ grid.T.to(q.dtype))  # (n, m, J)
+    # H(k) cas(θ) + H(-k) cas(-θ) = (H(k) + H(-k)) cos θ + (H(k) - H(-k)) sin θ
+    return torch.einsum("nm,nmj->nj", a + b, torch.cos(theta)) + torch.einsum("nm,nmj->nj", a - b, torch.sin(theta))
+
+
+def ctf_weight(batch, ctf: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Multiply by the CTF once (premultiplied data already carry it): aligns the phases of images
+    taken at different defocus before they are summed; masked points get weight 0."""
+    return torch.where(batch.ctf_premultiplied[:, None], torch.ones_like(ctf), ctf) * keep
