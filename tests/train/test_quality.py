@@ -53,8 +53,10 @@ def test_encoder_vae_orders_a_continuous_motion(tmp_path_factory, tmp_path):
     from sklearn.decomposition import PCA
 
     d = simulate_and_setup(tmp_path_factory.mktemp("motion"), "d", n_particles=200, n_classes=1, snr=0.5, seed=2)
-    train(tmp_path / "run", d / "dataset", TrainConfig(zdim=4, epochs=8, **SMALL))
-    pc1 = PCA(1).fit_transform(RunDir(tmp_path / "run").latent(8)["z_mu"])[:, 0]
+    # The motion is picked up around epochs 6-8 (|Spearman| 0.67-0.93 at epoch 10 over four
+    # data/training seeds; 0.93 for these).
+    train(tmp_path / "run", d / "dataset", TrainConfig(zdim=4, epochs=10, **SMALL))
+    pc1 = PCA(1).fit_transform(RunDir(tmp_path / "run").latent(10)["z_mu"])[:, 0]
     assert abs(spearmanr(pc1, _truth(d)["t"]).statistic) >= 0.8
 
 

@@ -28,6 +28,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (passes over all particles). [default: 20]", rich_help_panel=_OPT),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Particles per batch (each with all its tilt images). [default: 4]", rich_help_panel=_OPT),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the fields and the encoder. [default: 1e-3]", rich_help_panel=_OPT),
+    lr_encoder: Optional[float] = typer.Option(None, "--lr-encoder", help="Learning rate of the encoder. [default: the same as --lr]", rich_help_panel=_OPT),
     lr_latent: Optional[float] = typer.Option(None, "--lr-latent", help="Learning rate of autodecoder latents. [default: 1e-2]", rich_help_panel=_OPT),
     lr_score_table: Optional[float] = typer.Option(None, "--lr-score-table", help="Learning rate of the class score table (K > 1). [default: 1e-2]", rich_help_panel=_OPT),
     lr_pose: Optional[float] = typer.Option(None, "--lr-pose", help="Learning rate of the pose table (--pose-estimation refine). [default: 1e-3]", rich_help_panel=_OPT),

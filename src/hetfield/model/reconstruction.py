@@ -106,10 +106,10 @@ class Reconstruction(nn.Module):
         return f * self.amplitude_at(q)[:, None, :, None]
 
     # -- parameter groups with their own learning rates ------------------------------------------
-    def parameter_groups(self, lr: float, lr_latent: float, lr_score_table: float, lr_pose: float, weight_decay: float):
+    def parameter_groups(self, lr: float, lr_latent: float, lr_score_table: float, lr_pose: float, weight_decay: float, lr_encoder: float | None = None):
         groups = [{"params": list(self.fields.parameters()), "lr": lr, "weight_decay": weight_decay, "name": "fields"}]
         if self.encoder is not None:
-            groups.append({"params": list(self.encoder.parameters()), "lr": lr, "weight_decay": weight_decay, "name": "encoder"})
+            groups.append({"params": list(self.encoder.parameters()), "lr": lr if lr_encoder is None else lr_encoder, "weight_decay": weight_decay, "name": "encoder"})
         if self.latents is not None:
             groups.append({"params": list(self.latents.parameters()), "lr": lr_latent, "weight_decay": 0.0, "name": "latents"})
         if self.scores is not None:

@@ -30,6 +30,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 4
     lr: float = 1e-3
+    lr_encoder: float | None = None  # None: the same as lr
     lr_latent: float = 1e-2
     lr_score_table: float = 1e-2
     lr_pose: float = 1e-3
@@ -81,6 +82,8 @@ class TrainConfig:
                 bad(name, f"must be at least {lo}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             bad("threads", "must be a whole number of at least 1")
+        if self.lr_encoder is not None and (isinstance(self.lr_encoder, bool) or not isinstance(self.lr_encoder, (int, float)) or not self.lr_encoder > 0):
+            bad("lr_encoder", "must be a positive number")
         positive = ("std_noise", "lr", "lr_latent", "lr_score_table", "lr_pose", "pe_sigma")
         for name in positive:
             v = getattr(self, name)

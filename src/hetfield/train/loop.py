@@ -303,7 +303,7 @@ def train(
     if state is None:
         model.amplitude.copy_(_amplitude_profile(model, ds, cfg))
     model.to(device)
-    opt = torch.optim.AdamW(model.parameter_groups(cfg.lr, cfg.lr_latent, cfg.lr_score_table, cfg.lr_pose, cfg.weight_decay))
+    opt = torch.optim.AdamW(model.parameter_groups(cfg.lr, cfg.lr_latent, cfg.lr_score_table, cfg.lr_pose, cfg.weight_decay, cfg.lr_encoder))
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 17)
     start_epoch, start_particle = 0, 0
     sums_resume = None
