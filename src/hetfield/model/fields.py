@@ -91,19 +91,23 @@ class NeuralFields(nn.Module):
     def forward(self, q: torch.Tensor, z: torch.Tensor | None = None, n_classes: int | None = None) -> torch.Tensor:
         """``n_classes`` evaluates only the first classes (the consensus phase trains field 0 alone)."""
         k = self.n_classes if n_classes is None else n_classes
+        n, m, _ = q.shape
         # Fold every q into the half-space q_z >= 0; the folded points get the conjugate.
         flip = q[..., 2] < 0
         q_half = torch.where(flip[..., None], -q, q)
-        x = self.features(q_half)  # (N, M, P)
-        h = torch.einsum("nmp,kph->nkmh", x, self.w_in[:k]) + self.b_in[:k]  # (N, K, M, H)
+        x = self.features(q_half).reshape(1, n * m, -1)  # (1, N·M, P), shared by the K fields
+        # Activations stay (K, N·M, H): every layer is one batched matmul over the classes,
+        # with no permutation or copy between layers.
+        h = torch.baddbmm(self.b_in[:k], x.expand(k, -1, -1), self.w_in[:k])
         if self.w_z is not None:
             if z is None:
                 raise ValueError("this field needs a latent z")
-            h = h + torch.einsum("nz,kzh->nkh", z, self.w_z[:k])[:, :, None, :]
+            zw = torch.matmul(z[None], self.w_z[:k])  # (K, N, H): once per image, not per point
+            h = (h.view(k, n, m, -1) + zw[:, :, None, :]).view(k, n * m, -1)
         h = torch.relu(h)
         for layer in range(self.layers - 1):
-            h = h + torch.relu(torch.einsum("nkmh,khg->nkmg", h, self.w_hidden[:k, layer]) + self.b_hidden[:k, layer])
-        out = torch.einsum("nkmh,kho->nkmo", h, self.w_out[:k]) + self.b_out[:k]  # (N, K, M, 2)
+            h = h + torch.relu(torch.baddbmm(self.b_hidden[:k, layer], h, self.w_hidden[:k, layer]))
+        out = torch.baddbmm(self.b_out[:k], h, self.w_out[:k]).view(k, n, m, 2).permute(1, 0, 2, 3)  # (N, K, M, 2)
         re, im = out[..., 0], out[..., 1]
         im = torch.where(flip[:, None, :], -im, im)
         # F(0) of a real volume is real.
