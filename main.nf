@@ -73,8 +73,14 @@ workflow {
     // 5. Convergence of each run ───────────────────────────────── [ meta, run dir ] → convergence dir
     CONVERGENCE(TRAIN.out.run)
 
-    // 6. Analysis at the recommended epoch ────────── [ meta, run dir, convergence dir ] → analysis dir
-    ANALYZE(TRAIN.out.run.join(CONVERGENCE.out.convergence))
+    // 6. Analysis at the recommended epoch ─── [ meta, run dir, convergence dir, dataset dir ] → analysis dir
+    ch_datasets = SETUP.out.dataset.map { dataset_meta, dataset -> [dataset_meta.id, dataset] }
+    ch_analyze = TRAIN.out.run
+        .join(CONVERGENCE.out.convergence)
+        .map { meta, run, conv -> [meta.dataset, meta, run, conv] }
+        .combine(ch_datasets, by: 0)
+        .map { dataset_id, meta, run, conv, dataset -> [meta, run, conv, dataset] }
+    ANALYZE(ch_analyze)
 
     // 7. One record per run ──────────────────────── [ meta, run dir, convergence dir, analysis dir ]
     ch_results = TRAIN.out.run

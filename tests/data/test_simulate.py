@@ -408,3 +408,16 @@ def test_cli_existing_out_and_success(tmp_path, monkeypatch, capsys):
         main()
     assert exc.value.code in (0, None), capsys.readouterr().err
     assert hashes(out) == before  # same options: same bytes, through the CLI too
+
+
+def test_small_boxes_get_shifts_that_fit(tmp_path):
+    """Shift defaults scale with the box (box/8 at most), so --box 16 works without options."""
+    from hetfield.data.simulate import simulate
+
+    info = simulate(tmp_path / "b16", n_particles=4, box=16, n_tilts=3)
+    import starfile
+
+    df = starfile.read(tmp_path / "b16" / "particles.star")
+    origin_px = df[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy() / 8.0
+    assert abs(origin_px).max() <= 16 / 8 + 1e-6
+    assert info

@@ -128,7 +128,7 @@ def sample_inputs(step: str, data: Path) -> list:
         "plan": [["0.1,1", "8", "1,2"]],
         "train": [[meta, d], 2, 8],
         "convergence": [[meta, d]],
-        "analyze": [[meta, d, data]],
+        "analyze": [[meta, d, data, d]],
         "summarize": [[d], [d], [d]],
     }[step]
 

@@ -113,11 +113,13 @@ def test_convergence(chain, modules, cli_env):
 
 
 def test_analyze(chain, modules, cli_env):
-    train, conv = chain["results"].get("train"), chain["results"].get("convergence")
-    inputs = [[_meta(chain), train.output("run")[0], conv.output("convergence")[0]]] if train and conv else []
-    result = run_step(chain, modules, cli_env, "analyze", "analyze", inputs, needs=["train", "convergence"])
+    train, conv, setup = (chain["results"].get(k) for k in ("train", "convergence", "setup"))
+    inputs = [[_meta(chain), train.output("run")[0], conv.output("convergence")[0], setup.output("dataset")[0]]] if train and conv and setup else []
+    result = run_step(chain, modules, cli_env, "analyze", "analyze", inputs, needs=["train", "convergence", "setup"])
     staged = train.output("run")[0]
     assert not (staged / "convergence").exists() and not list(staged.glob("analysis*")), "nothing written into the staged run"
+    out = result.output("analysis")[0]
+    assert list(out.rglob("*.star")), "STAR exports of classes/clusters written from the staged dataset"
 
 
 def test_summarize(chain, modules, cli_env):

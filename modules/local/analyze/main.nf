@@ -1,12 +1,13 @@
 /*
  * ANALYZE: latent analysis, volumes and report at the epoch CONVERGENCE recommends.
  *
- *   in : [ meta, run dir, convergence dir ]
+ *   in : [ meta, run dir, convergence dir, dataset dir ]
  *   out: [ meta, analysis dir ]   (summary.json, PNGs, volumes/*.mrc, STAR exports, report.html)
  *
- * `--epoch auto` reads RUN/convergence/convergence.json. The staged run directory is read-only
- * to this task, so the script builds a run directory of links (the run's files plus
- * `convergence` -> the CONVERGENCE output) and analyzes that, writing to its own --out.
+ * `--epoch auto --convergence DIR` takes the epoch that CONVERGENCE recommends; the dataset is
+ * staged (`--data`) because the path recorded in the run is the TRAIN task's, which this task may
+ * not see (cloud executors): it holds the particle table the STAR exports are written from.
+ * Nothing is written into the staged run directory.
  */
 process ANALYZE {
     tag "${meta.id}"
@@ -14,7 +15,7 @@ process ANALYZE {
     container params.container
 
     input:
-    tuple val(meta), path(run, stageAs: 'staged/*'), path(convergence)
+    tuple val(meta), path(run, stageAs: 'staged/*'), path(convergence, stageAs: 'convergence/*'), path(dataset, stageAs: 'dataset/*')
 
     output:
     tuple val(meta), path("analysis_${meta.id}"), emit: analysis
@@ -24,11 +25,7 @@ process ANALYZE {
     def args = task.ext.args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus}
-    mkdir -p run_${meta.id}
-    ln -s "\$PWD/${run}"/* run_${meta.id}/
-    ln -s "\$PWD/${convergence}" run_${meta.id}/convergence
-
-    hetfield analyze run_${meta.id} --epoch auto --out analysis_${meta.id} ${args}
+    hetfield analyze ${run} --epoch auto --convergence ${convergence} --data ${dataset} --out analysis_${meta.id} ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

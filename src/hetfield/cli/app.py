@@ -57,9 +57,17 @@ def _root(
     """Structural heterogeneity from cryo-ET tilt series and cryo-EM particles with neural fields."""
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"hetfield: warning: {message}\n"
+
+
 def main() -> None:
+    import warnings
+
+    # Users get one line per warning, not the library source line it came from.
+    warnings.formatwarning = _one_line_warning
     try:
-        app()
+        app(prog_name="hetfield")
     except HetfieldError as err:
         message = str(err).replace("\n", " ")
         print(f"hetfield: error: {message}", file=sys.stderr)

@@ -49,8 +49,8 @@ class SimulationParams:
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.1
     phase_shift_deg: float = 0.0
-    shift_sd_px: float = 1.5
-    max_shift_px: float = 3.0
+    shift_sd_px: float | None = None  # default: min(1.5, box/16)
+    max_shift_px: float | None = None  # default: min(3, box/8), so small boxes work out of the box
     motion_angle_deg: float = 100.0  # swing of the moving domain over t in [0, 1]
     tilt_noise_scaling: bool = True  # noise variance of a tilt image grows as 1/cos(tilt)
     particles_per_group: int = 50  # particles per tomogram / micrograph
@@ -77,6 +77,10 @@ class SimulationParams:
         self.particles_per_group = _int(self.particles_per_group, "particles_per_group")
         self.images_per_stack = _int(self.images_per_stack, "images_per_stack")
         self.threads = _int(self.threads, "--threads")
+        if self.max_shift_px is None:
+            self.max_shift_px = min(3.0, self.box / 8)
+        if self.shift_sd_px is None:
+            self.shift_sd_px = min(1.5, self.box / 16)
         if self.threads < 1:
             raise ConfigError(f"--threads {self.threads}: need at least 1 CPU thread")
         for name, opt in (
