@@ -74,6 +74,7 @@ def run_one(box: int, tilts: int, k: int, device: str, steps: int) -> dict:
     from hetfield.data.batching import ParticleBatches
     from hetfield.train.config import TrainConfig
     from hetfield.train.loop import build_model, resolve_device
+    from hetfield.train.optim import Optimizers
 
     cfg = TrainConfig(zdim=8, n_classes=k, device=device)
     dev = resolve_device(device)
@@ -82,7 +83,7 @@ def run_one(box: int, tilts: int, k: int, device: str, steps: int) -> dict:
         ds = _dataset(Path(tmp), box, tilts, n_particles)
         model, _ = build_model(ds, cfg)
         model.to(dev).train()
-        opt = torch.optim.AdamW(model.parameter_groups(cfg.lr, cfg.lr_latent, cfg.lr_score_table, cfg.lr_pose, 0.0))
+        opt = Optimizers(model, cfg.lr, cfg.lr_latent, cfg.lr_score_table, cfg.lr_pose, 0.0)
         gen = torch.Generator(device=dev).manual_seed(0)
         amp = dev.type == "cuda"
         if amp:
@@ -100,7 +101,7 @@ def run_one(box: int, tilts: int, k: int, device: str, steps: int) -> dict:
             batch = batch.to(dev)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                 out = model(batch, beta=cfg.effective_beta, std_noise=cfg.std_noise, generator=gen)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             out["loss"].backward()
             opt.step()
             if t0 is not None:

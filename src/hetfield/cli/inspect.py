@@ -12,6 +12,7 @@ def inspect(
     path: Path = typer.Argument(..., help="A particles file (STAR / .cs) or a dataset directory made by `hetfield setup`."),
     datadir: Optional[Path] = typer.Option(None, "--datadir", "-d", help="Where image stacks are looked up (particle files only)."),
     source: str = typer.Option("auto", "--source", help="Force a reader (particle files only)."),
+    tomograms: Optional[Path] = typer.Option(None, "--tomograms", help="The tomograms STAR of an optimisation set given as its particles STAR."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Print counts, tilts per particle and dose/tilt/defocus ranges."""
@@ -35,7 +36,7 @@ def inspect(
     from hetfield.data.summary import summarize_table
     from hetfield.io.readers import read_particles
 
-    table = read_particles(path, datadir=datadir, source=source, check_images=False)
+    table = read_particles(path, datadir=datadir, source=source, check_images=False, **({"tomograms": tomograms} if tomograms else {}))
     summary = summarize_table(table)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

@@ -12,6 +12,7 @@ def setup(
     dataset: Path = typer.Argument(..., help="Directory to create for the prepared dataset."),
     particles: Path = typer.Option(..., "--particles", "-p", help="Particles: image-series / RELION STAR, optimisation-set STAR, or cryoSPARC .cs."),
     datadir: Optional[Path] = typer.Option(None, "--datadir", "-d", help="Directory where image stacks are looked up when paths in the file do not resolve."),
+    tomograms: Optional[Path] = typer.Option(None, "--tomograms", help="Optimisation sets given as their particles STAR: the tomograms STAR (default: found through the optimisation set or beside the particles)."),
     source: str = typer.Option("auto", "--source", help="Force a reader: auto, image-series, nextpyp, optimisation-set, relion, cryosparc."),
     downsample: Optional[int] = typer.Option(None, "--downsample", help="Fourier-crop images to this even box size (pixels); the pixel size grows accordingly."),
     uninvert_data: bool = typer.Option(False, "--uninvert-data", help="Do not invert contrast. By default images are inverted (RELION stacks hold white particles) except CTF-premultiplied ones, which already carry +CTF²; use this for stacks with dark particles, e.g. tomoDRGN's simulator."),
@@ -39,7 +40,7 @@ def setup(
     )
     settings.check()
     with progress_bar("preprocessing images") as update:
-        out, reused = prepare_dataset(dataset, particles, datadir, source, settings, force=force, progress=update, command=command_line())
+        out, reused = prepare_dataset(dataset, particles, datadir, source, settings, force=force, progress=update, command=command_line(), tomograms=tomograms)
     from hetfield.data.dataset import Dataset
 
     ds = Dataset.open(out)

@@ -238,8 +238,11 @@ def prepare_dataset(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     command: str | None = None,
+    tomograms: str | os.PathLike | None = None,
 ) -> tuple[Path, bool]:
     """Validate and preprocess ``particles`` into ``out_dir``; return ``(out_dir, reused)``.
+
+    ``tomograms``: the tomograms STAR of an optimisation set given as its particles STAR.
 
     ``reused`` is True when ``out_dir`` already held a complete cache of the same inputs and settings.
     """
@@ -259,7 +262,7 @@ def prepare_dataset(
     particles = Path(particles)
     if not particles.exists():
         raise InputError(f"{particles}: no such file; pass the particles STAR (or .cs) file with --particles")
-    table = read_particles(particles, datadir=datadir, source=source)
+    table = read_particles(particles, datadir=datadir, source=source, **({"tomograms": tomograms} if tomograms else {}))
     where = str(particles)
 
     if settings.angpix_A is not None:

@@ -90,7 +90,7 @@ class Reconstruction(nn.Module):
             if rotations is None or origins_px is None:
                 rotations = torch.eye(3).expand(shape.n_images, 3, 3)
                 origins_px = torch.zeros(shape.n_images, 2)
-            self.poses = PoseTable(rotations, origins_px)
+            self.poses = PoseTable(rotations, origins_px, shape.box)
 
     def amplitude_at(self, q: torch.Tensor) -> torch.Tensor:
         """``A(|q|)`` by linear interpolation between shells (``|q|`` in cycles/px → shell radius)."""
@@ -106,16 +106,13 @@ class Reconstruction(nn.Module):
         return f * self.amplitude_at(q)[:, None, :, None]
 
     # -- parameter groups with their own learning rates ------------------------------------------
-    def parameter_groups(self, lr: float, lr_latent: float, lr_score_table: float, lr_pose: float, weight_decay: float, lr_encoder: float | None = None):
+    def parameter_groups(self, lr: float, lr_score_table: float, weight_decay: float, lr_encoder: float | None = None):
+        """AdamW groups: fields, encoder and score table (latent and pose tables: see train.optim)."""
         groups = [{"params": list(self.fields.parameters()), "lr": lr, "weight_decay": weight_decay, "name": "fields"}]
         if self.encoder is not None:
             groups.append({"params": list(self.encoder.parameters()), "lr": lr if lr_encoder is None else lr_encoder, "weight_decay": weight_decay, "name": "encoder"})
-        if self.latents is not None:
-            groups.append({"params": list(self.latents.parameters()), "lr": lr_latent, "weight_decay": 0.0, "name": "latents"})
         if self.scores is not None:
             groups.append({"params": list(self.scores.parameters()), "lr": lr_score_table, "weight_decay": 0.0, "name": "scores"})
-        if self.poses is not None:
-            groups.append({"params": list(self.poses.parameters()), "lr": lr_pose, "weight_decay": 0.0, "name": "poses"})
         return groups
 
     # -- pieces ----------------------------------------------------------------------------------

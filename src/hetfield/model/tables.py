@@ -9,15 +9,20 @@ from hetfield.imaging.rotations import matrix_to_rot6d, rot6d_to_matrix
 
 
 class LatentTable(nn.Module):
-    """Autodecoder latents: one ``z`` per particle, initialised ``N(0, 0.1^2)``."""
+    """Autodecoder latents: one ``z`` per particle, initialised ``N(0, 0.1^2)``.
+
+    Sparse embedding: only the batch's rows get gradients (trained with lazy Adam, train.optim).
+    """
 
     def __init__(self, n_particles: int, zdim: int, seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed + 2)
-        self.z = nn.Parameter(torch.randn(n_particles, zdim, generator=g) * 0.1)
+        self.z = nn.Embedding(n_particles, zdim, sparse=True)
+        with torch.no_grad():
+            self.z.weight.copy_(torch.randn(n_particles, zdim, generator=g) * 0.1)
 
     def forward(self, particles: torch.Tensor) -> torch.Tensor:
-        return self.z[particles]
+        return self.z(particles)
 
 
 class ScoreTable(nn.Module):
@@ -32,16 +37,25 @@ class ScoreTable(nn.Module):
 
 
 class PoseTable(nn.Module):
-    """Per-image rotation (6D) and origin (pixels), initialised from the input poses.
+    """Per-image rotation (6D) and origin, initialised from the input poses.
 
-    Refinement learns corrections; the table holds the full pose so that checkpoints and
-    ``latent.N.npz`` carry the refined poses directly.
+    The origin is stored in units of ``box / 4`` pixels, a typical particle radius: rotating by
+    ``δ`` radians moves such a point by ``δ · box/4`` pixels, so one learning rate moves rotations
+    and shifts by comparable amounts in the image (with shifts in raw pixels, rotations distorted to
+    absorb shift errors that the optimiser corrected too slowly). The table holds the full pose, so
+    checkpoints and ``latent.N.npz`` carry the refined poses directly.
     """
 
-    def __init__(self, rotations: torch.Tensor, origins_px: torch.Tensor):
+    def __init__(self, rotations: torch.Tensor, origins_px: torch.Tensor, box: int):
         super().__init__()
-        self.rot6d = nn.Parameter(matrix_to_rot6d(rotations.float()).clone())
-        self.origin_px = nn.Parameter(origins_px.float().clone())
+        self.origin_unit_px = box / 4
+        # Sparse embeddings: only the batch's rows get gradients (lazy Adam, see train.optim).
+        self.rot6d = nn.Embedding.from_pretrained(matrix_to_rot6d(rotations.float()).clone(), freeze=False, sparse=True)
+        self.origin = nn.Embedding.from_pretrained(origins_px.float().clone() / self.origin_unit_px, freeze=False, sparse=True)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return rot6d_to_matrix(self.rot6d[images]), self.origin_px[images]
+        return rot6d_to_matrix(self.rot6d(images)), self.origin(images) * self.origin_unit_px
+
+    def all_poses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rotation (n, 3, 3), origin_px (n, 2))`` of every image."""
+        return rot6d_to_matrix(self.rot6d.weight), self.origin.weight * self.origin_unit_px

@@ -31,9 +31,10 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 1e-3
     lr_encoder: float | None = None  # None: the same as lr
-    lr_latent: float = 1e-2
+    lr_latent: float = 0.1
     lr_score_table: float = 1e-2
-    lr_pose: float = 1e-3
+    lr_pose: float = 3e-3
+    pose_warmup_epochs: int = 2
     weight_decay: float = 0.0
     val_fraction: float = 0.05
     # imaging
@@ -91,6 +92,8 @@ class TrainConfig:
                 bad(name, "must be a positive number")
         if self.beta is not None and (isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0):
             bad("beta", "must be zero or positive (the KL weight)")
+        if isinstance(self.pose_warmup_epochs, bool) or not isinstance(self.pose_warmup_epochs, int) or self.pose_warmup_epochs < 0:
+            bad("pose_warmup_epochs", "must be a whole number of epochs, 0 or more")
         if isinstance(self.class_init_epochs, bool) or not isinstance(self.class_init_epochs, int) or self.class_init_epochs < 0:
             bad("class_init_epochs", "must be a whole number of epochs, 0 or more")
         if self.n_classes > 1 and self.class_init_epochs >= self.epochs:

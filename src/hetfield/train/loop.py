@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from hetfield.errors import ConfigError, CudaOutOfMemory, DatasetError, RunError
 from hetfield.train.config import TrainConfig
+from hetfield.train.optim import Optimizers
 from hetfield.train.rundir import CHECKPOINT_FORMAT, RunDir, find_checkpoint, load_checkpoint, save_checkpoint
 
 # Settings that may change when resuming; everything else must match the run's config.yaml.
@@ -256,10 +257,9 @@ def compute_latents(model, ds, cfg: TrainConfig, device, resp=None, val_particle
     out["held_out"] = held_out
     out["class_idx"] = probs.argmax(1).astype(np.int64)
     if model.poses is not None:
-        from hetfield.imaging.rotations import rot6d_to_matrix
-
-        out["rotation"] = rot6d_to_matrix(model.poses.rot6d.detach().float()).cpu().numpy()
-        out["origin_px"] = model.poses.origin_px.detach().float().cpu().numpy()
+        rotation, origin = model.poses.all_poses()
+        out["rotation"] = rotation.detach().float().cpu().numpy()
+        out["origin_px"] = origin.detach().float().cpu().numpy()
     model.train()
     return out
 
@@ -303,7 +303,7 @@ def train(
     if state is None:
         model.amplitude.copy_(_amplitude_profile(model, ds, cfg))
     model.to(device)
-    opt = torch.optim.AdamW(model.parameter_groups(cfg.lr, cfg.lr_latent, cfg.lr_score_table, cfg.lr_pose, cfg.weight_decay, cfg.lr_encoder))
+    opt = Optimizers(model, cfg.lr, cfg.lr_latent, cfg.lr_score_table, cfg.lr_pose, cfg.weight_decay, cfg.lr_encoder)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 17)
     start_epoch, start_particle = 0, 0
     sums_resume = None
@@ -327,7 +327,9 @@ def train(
     if state is not None and run.config_path.is_file():
         _update_config_epochs(run, cfg)
 
-    train_particles, val_particles = split_validation(ds.n_particles, cfg.val_fraction, cfg.seed)
+    # Autodecoder latents exist only for trained particles: nothing is held out for them.
+    fraction = 0.0 if cfg.effective_conf_estimation == "autodecoder" else cfg.val_fraction
+    train_particles, val_particles = split_validation(ds.n_particles, fraction, cfg.seed)
     if state is None and len(val_particles):
         log(f"holding out {len(val_particles)} of {ds.n_particles} particles to measure the validation loss")
     loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
@@ -364,9 +366,9 @@ def train(
                             batch, beta=beta, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight,
                             dose_mask=cfg.dose_mask, generator=gen, consensus_only=consensus,
                         )
-                    opt.zero_grad(set_to_none=True)
+                    opt.zero_grad()
                     out["loss"].backward()
-                    opt.step()
+                    opt.step(poses=epoch >= cfg.pose_warmup_epochs)
                 except torch.cuda.OutOfMemoryError:
                     raise CudaOutOfMemory(
                         f"CUDA ran out of memory with --batch-size {cfg.batch_size}; retry with --batch-size {max(cfg.batch_size // 2, 1)}"

@@ -133,7 +133,7 @@ def locate_files(path: Path, star: StarFile, tomograms=None, datadir=None) -> tu
         return None, path, sibling.resolve()
     raise InputError(
         f"{path}: this particles STAR needs its tomograms STAR; pass the *_optimisation_set.star file instead, "
-        "or give the tomograms STAR (tomograms=...)"
+        "or give the tomograms STAR with --tomograms FILE"
     )
 
 
