@@ -40,11 +40,12 @@ def blob_transform(q: torch.Tensor, centres=CENTRES, sigma: float = SIGMA_PX) ->
     return env * phases.sum(-1)
 
 
-def tilt_series_dataset(n_particles=6, n_tilts=5, box=24, apix=6.0, seed=0, ctf_premultiplied=False, noise=0.0, ragged=False) -> Dataset:
+def tilt_series_dataset(n_particles=6, n_tilts=5, box=24, apix=6.0, seed=0, ctf_premultiplied=False, noise=0.0, ragged=False, dose_weighted=False) -> Dataset:
     """Noise-free (or noisy) tilt series of :func:`blob_volume`, already "set up" (Hartley, D+1)."""
     rng = np.random.default_rng(seed)
     vol = blob_volume(box)
     tilts_all = np.array([0, 12, -12, -24, 24, 36, -36, -48][:n_tilts], float)
+    dose_per_tilt = 4.0 if not dose_weighted else 25.0  # strong exposure: filter² must matter
     rots, origins, tilts, doses, counts = [], [], [], [], []
     for p in range(n_particles):
         n = int(rng.integers(2, n_tilts + 1)) if ragged else n_tilts
@@ -52,7 +53,7 @@ def tilt_series_dataset(n_particles=6, n_tilts=5, box=24, apix=6.0, seed=0, ctf_
         rots.append(rotation_y(tilts_all[:n]) @ a)
         origins.append(rng.uniform(-1.5, 1.5, (n, 2)))
         tilts.append(tilts_all[:n])
-        doses.append(np.arange(n) * 4.0)
+        doses.append(np.arange(n) * dose_per_tilt)
         counts.append(n)
     rot = np.concatenate(rots)
     origin = np.concatenate(origins)
@@ -64,9 +65,12 @@ def tilt_series_dataset(n_particles=6, n_tilts=5, box=24, apix=6.0, seed=0, ctf_
     du = torch.from_numpy(rng.uniform(12000, 20000, n_img))
     dose = torch.from_numpy(np.concatenate(doses))
     ctf = ctf_2d(freqs, apix, du, du * 0.95, torch.full((n_img,), 30.0), 300.0, 2.7, 0.1, 0.0)
-    f = fft2_center(proj).reshape(n_img, -1) * ctf * dose_filter(freqs, apix, dose, 300.0)
+    exposure = dose_filter(freqs, apix, dose, 300.0)
+    f = fft2_center(proj).reshape(n_img, -1) * ctf * exposure
     if ctf_premultiplied:
         f = f * ctf
+    if dose_weighted:  # exposure-filtered by the software on top of the physical attenuation
+        f = f * exposure
     img = ifft2_center(f.reshape(n_img, box, box)).real
     if noise:
         img = img + noise * img.std() * torch.randn(img.shape, generator=torch.Generator().manual_seed(seed), dtype=img.dtype)
@@ -90,7 +94,7 @@ def tilt_series_dataset(n_particles=6, n_tilts=5, box=24, apix=6.0, seed=0, ctf_
         "dose_e_per_A2": dose.float().numpy(),
         "stage_tilt_deg": np.concatenate(tilts).astype(np.float32),
         "ctf_premultiplied": np.full(n_img, ctf_premultiplied),
-        "dose_weighted": np.zeros(n_img, bool),
+        "dose_weighted": np.full(n_img, dose_weighted),
     }
     meta = {"box": box, "lattice": box + 1, "pixel_size_A": apix, "n_images": n_img, "n_particles": n_particles, "fingerprint": "synthetic", "has_poses": True}
     return Dataset(Path("synthetic"), meta, h, arrays)

@@ -25,9 +25,9 @@ def _corr(a, b):
     return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-@pytest.mark.parametrize("premultiplied", [False, True])
-def test_rendered_slices_match_images(premultiplied):
-    ds = tilt_series_dataset(n_particles=4, ctf_premultiplied=premultiplied)
+@pytest.mark.parametrize("premultiplied, dose_weighted", [(False, False), (True, False), (False, True)])
+def test_rendered_slices_match_images(premultiplied, dose_weighted):
+    ds = tilt_series_dataset(n_particles=4, ctf_premultiplied=premultiplied, dose_weighted=dose_weighted)
     points = LatticePoints(ds.box)
     batch = ParticleBatches(ds, points, 4, shuffle=False, prefetch=False).make_batch(np.arange(4))
     pk, pmk, _ = _render_analytic(batch, points, batch.rotation)
