@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from hetfield.imaging.projection import project, translate_images
 from hetfield.imaging.rotations import euler_to_matrix

@@ -12,7 +12,6 @@ A step whose input step failed is skipped, naming it.
 from __future__ import annotations
 
 import csv
-import shlex
 
 import pytest
 

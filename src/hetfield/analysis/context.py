@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hetfield.errors import ConfigError, RunError
+from hetfield.errors import RunError
+from hetfield.train.loop import resolve_device  # noqa: F401  (re-exported for the analysis modules)
 
 
 @dataclass
@@ -77,19 +78,6 @@ def open_run(path: str | Path, data: str | Path | None = None, need_dataset: boo
     if ctx.dataset is not None:
         ctx.pixel_size_A = ctx.dataset.pixel_size_A
     return ctx
-
-
-def resolve_device(name: str = "auto"):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r}: give auto, cpu, cuda or cuda:N") from None
 
 
 def load_model(ctx: RunContext, epoch: int, device):

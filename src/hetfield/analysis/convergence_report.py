@@ -30,7 +30,8 @@ def write_outputs(ctx, result: dict[str, Any], out: Path, truth=None) -> dict[st
     rec = result["recommended_epoch"]
     ep = [r["epoch"] for r in rows]
     loss_series = {key: [r.get(key, np.nan) for r in rows] for key in ("loss", "data_loss", "val_data_loss") if any(key in r for r in rows)}
-    figs_loss = fig("loss", P.lines(ep, loss_series, "training loss", "epoch", "loss", vline=rec, vline_label=f"recommended ({rec})"), "Training loss per epoch.") if loss_series else None
+    if loss_series:
+        fig("loss", P.lines(ep, loss_series, "training loss", "epoch", "loss", vline=rec, vline_label=f"recommended ({rec})"), "Training loss per epoch.")
     impr = [(r["epoch"], r["loss_rel_improvement"]) for r in rows if r.get("loss_rel_improvement") is not None]
     if impr:
         fig("loss_improvement", P.multi_lines({"relative improvement": ([a for a, _ in impr], [max(b, 1e-6) for _, b in impr])},

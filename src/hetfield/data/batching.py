@@ -12,10 +12,14 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hetfield.imaging.exposure import OPTIMAL_EXPOSURE_FACTOR
+
+if TYPE_CHECKING:  # annotations only: torch is imported where batches are built
+    import torch
 
 PER_IMAGE_FLOAT = (
     "pixel_size_A",

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hetfield.data.batching import PER_IMAGE_FLOAT
 from hetfield.errors import ConfigError, DatasetError, InputError
 
 CACHE_FORMAT = 2
@@ -187,20 +188,9 @@ def _per_image_arrays(table, pixel_size_A: float, has_poses: bool) -> dict[str, 
         "rotation": rot,
         "origin_px": origin_px,
     }
-    for col in (
-        "voltage_kV",
-        "cs_mm",
-        "amplitude_contrast",
-        "defocus_u_A",
-        "defocus_v_A",
-        "defocus_angle_deg",
-        "phase_shift_deg",
-        "ctf_bfactor_A2",
-        "ctf_scale",
-        "dose_e_per_A2",
-        "stage_tilt_deg",
-    ):
-        arrays[col] = df[col].to_numpy(np.float32)
+    for col in PER_IMAGE_FLOAT:
+        if col != "pixel_size_A":  # the prepared pixel size (after any downsampling), below
+            arrays[col] = df[col].to_numpy(np.float32)
     arrays["pixel_size_A"] = np.full(len(df), pixel_size_A, np.float32)
     arrays["ctf_premultiplied"] = df["ctf_premultiplied"].to_numpy(bool)
     arrays["dose_weighted"] = df["dose_weighted"].to_numpy(bool)

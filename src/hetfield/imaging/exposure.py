@@ -28,41 +28,30 @@ def critical_exposure(s_per_A, voltage_kV=300.0):
     return (0.24499 * torch.pow(s, -1.6649) + 2.8141) * scale
 
 
-def _frequency_A(freqs, pixel_size_A):
+def _per_image(freqs, pixel_size_A, dose_e_per_A2, voltage_kV):
+    """``s (..., M)`` in 1/Å, and the dose and critical exposure ``Ne(s)`` broadcast against it."""
     import torch
 
-    apix = torch.as_tensor(pixel_size_A, dtype=freqs.dtype, device=freqs.device)
-    if apix.ndim:
-        apix = apix.unsqueeze(-1)
-    return torch.linalg.vector_norm(freqs, dim=-1) / apix
+    def column(v):
+        t = torch.as_tensor(v, dtype=freqs.dtype, device=freqs.device)
+        return t.unsqueeze(-1) if t.ndim else t
+
+    s = torch.linalg.vector_norm(freqs, dim=-1) / column(pixel_size_A)
+    return column(dose_e_per_A2), critical_exposure(s, column(voltage_kV))
 
 
 def dose_filter(freqs, pixel_size_A, dose_e_per_A2, voltage_kV=300.0):
     """``exp(-dose / (2 Ne(s)))`` at ``freqs`` ``(..., M, 2)`` cycles/px; per-image params ``(...)``."""
     import torch
 
-    s = _frequency_A(freqs, pixel_size_A)
-    dose = torch.as_tensor(dose_e_per_A2, dtype=freqs.dtype, device=freqs.device)
-    v = torch.as_tensor(voltage_kV, dtype=freqs.dtype, device=freqs.device)
-    if dose.ndim:
-        dose = dose.unsqueeze(-1)
-    if v.ndim:
-        v = v.unsqueeze(-1)
-    return torch.exp(-dose / (2 * critical_exposure(s, v)))
+    dose, ne = _per_image(freqs, pixel_size_A, dose_e_per_A2, voltage_kV)
+    return torch.exp(-dose / (2 * ne))
 
 
 def dose_mask(freqs, pixel_size_A, dose_e_per_A2, voltage_kV=300.0):
     """Bool ``(..., M)``: frequencies whose cumulative dose is within ``2.51284 * Ne(s)``."""
-    import torch
-
-    s = _frequency_A(freqs, pixel_size_A)
-    dose = torch.as_tensor(dose_e_per_A2, dtype=freqs.dtype, device=freqs.device)
-    v = torch.as_tensor(voltage_kV, dtype=freqs.dtype, device=freqs.device)
-    if dose.ndim:
-        dose = dose.unsqueeze(-1)
-    if v.ndim:
-        v = v.unsqueeze(-1)
-    return dose <= OPTIMAL_EXPOSURE_FACTOR * critical_exposure(s, v)
+    dose, ne = _per_image(freqs, pixel_size_A, dose_e_per_A2, voltage_kV)
+    return dose <= OPTIMAL_EXPOSURE_FACTOR * ne
 
 
 def tilt_weight(stage_tilt_deg):

@@ -36,14 +36,18 @@ class Interrupted(Exception):
         self.signum, self.epoch, self.step = signum, epoch, step
 
 
-def resolve_device(name: str):
+def resolve_device(name: str = "auto"):
+    """``auto`` → CUDA when available, else CPU; a CUDA device on a machine without one is an error."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: give auto, cpu, cuda or cuda:N") from None
 
 
 def _now() -> str:
@@ -148,25 +152,14 @@ def _write_config(run: RunDir, cfg: TrainConfig, shape, ds, device, command: str
 def build_model(ds, cfg: TrainConfig):
     import torch
 
+    from dataclasses import fields
+
     from hetfield.model.reconstruction import ModelShape, Reconstruction
 
+    # The model's shape is the training options of the same name, plus the dataset's sizes.
+    same = {f.name: getattr(cfg, f.name) for f in fields(ModelShape) if hasattr(cfg, f.name)}
     shape = ModelShape(
-        box=ds.box,
-        n_particles=ds.n_particles,
-        n_images=ds.n_images,
-        zdim=cfg.zdim,
-        n_classes=cfg.n_classes,
-        conf_estimation=cfg.effective_conf_estimation,
-        pose_estimation=cfg.pose_estimation,
-        field_hidden=cfg.field_hidden,
-        field_layers=cfg.field_layers,
-        pe_features=cfg.pe_features,
-        pe_sigma=cfg.pe_sigma,
-        enc_hidden=cfg.enc_hidden,
-        enc_layers=cfg.enc_layers,
-        enc_embed=cfg.enc_embed,
-        enc_grid=cfg.enc_grid,
-        seed=cfg.seed,
+        **{**same, "box": ds.box, "n_particles": ds.n_particles, "n_images": ds.n_images, "conf_estimation": cfg.effective_conf_estimation}
     )
     rot = torch.from_numpy(ds.arrays["rotation"]) if cfg.pose_estimation == "refine" else None
     org = torch.from_numpy(ds.arrays["origin_px"]) if cfg.pose_estimation == "refine" else None
