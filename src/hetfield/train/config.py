@@ -29,8 +29,10 @@ class TrainConfig:
     # optimisation
     epochs: int = 20
     batch_size: int = 4
-    lr: float = 1e-3
-    lr_encoder: float | None = None  # None: the same as lr
+    # Fields learn fine structure faster at 3e-3; the encoder's latent is steadier at 1e-3
+    # (3 simulated seeds: |Spearman(z, t)| 0.86 vs 0.76, FSC at half Nyquist 0.61 vs 0.43).
+    lr: float = 3e-3
+    lr_encoder: float | None = 1e-3  # None: the same as lr
     lr_latent: float = 0.1
     lr_score_table: float = 1e-2
     lr_pose: float = 3e-3
