@@ -1,72 +1,132 @@
-"""Data-driven start of a mixture of K fields (K > 1).
+"""Data-driven start of a mixture of K fields (K > 1): low-resolution 3D classification by EM.
 
 Trained from uniform class scores, a mixture sits at a saddle: every field learns the consensus
-and nothing tells them apart, or one field fits first and takes every particle (Hydra's collapse,
-and ours on the low-SNR tomo-sim-50S set). As k-means++ does for EM, we start from a partition that
-already follows the data:
+and nothing tells them apart, or one field fits first and takes every particle (Hydra's collapse).
+Clustering back-projected residual maps was not enough either: on the low-SNR tomo-sim-50S set
+(per-image SNR ≈ 0.09) it locked a wrong partition. Yet nearly all of the class signal there lies
+below 5 px of radius, where a linear model is small enough to fit exactly. So, as RELION's 3D
+classification does, we start from EM on coarse maps:
 
 1. the fields are trained together as one consensus for ``class_init_epochs``;
-2. every particle's *residual* (data minus the consensus prediction) is back-projected at low
-   resolution onto a coarse grid in the particle's frame — subtracting the consensus removes the
-   orientation-dependent image of the common structure, leaving mostly the class difference;
-3. k-means on the leading principal components of these residual maps gives the initial classes,
-   written into the score table as the prior; every field restarts from the consensus.
+2. each particle's images, up to the radius a ``GRID_POINTS³`` real-space grid resolves, give its
+   sufficient statistics for a linear map ``V`` on that grid: ``A_i = Σ Pᵀ W P``, ``b_i = Σ Pᵀ W y``,
+   ``P`` the CTF- and exposure-weighted Hartley projection of the grid at the image's pose;
+3. EM over K maps (ridge-regularised M-step, Gaussian E-step with the noise variance re-estimated
+   each iteration) from ``EM_RESTARTS`` random soft partitions of a particle subset; the restart
+   with the highest penalised likelihood wins, and its maps classify every particle;
+4. the result becomes the prior of the score table, and every field restarts from the consensus.
 
 The fields then specialise on their particles and the calibrated posterior refines the partition.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from hetfield.model.backprojection import backproject, backprojection_grid, ctf_weight, grid_radius_px
+from hetfield.model.backprojection import backprojection_grid, grid_radius_px
 from hetfield.model.renderer import centre_data, image_factors
 
 GRID_POINTS = 8
-SCORE_STRENGTH = 3.0  # initial prior: softmax gives 0.95 to the k-means class when K = 2
+SCORE_STRENGTH = 3.0  # initial prior: softmax gives 0.95 to the EM class when K = 2
+EM_RESTARTS = 8
+EM_ITERATIONS = 30
+EM_MAX_PARTICLES = 1000  # EM is fitted on at most this many particles (A_i: 0.5 MB each); the rest are assigned
+RIDGE = 1e-2  # M-step ridge, relative to the mean diagonal of the data term per class
 
 
-@torch.no_grad()
-def residual_maps(model, batches, box: int, dose_weight: bool, dose_mask: bool, n_particles: int, device) -> np.ndarray:
-    """``(N, J)``: each particle's mean back-projected residual against field 0 (the consensus)."""
+def _batch_statistics(model, batch, grid: torch.Tensor, n_low: int, dose_weight: bool, dose_mask: bool):
+    """``A (P, J, J)``, ``b (P, J)``, ``yy (P,)``, ``n_values (P,)`` of one batch's particles (float64)."""
     pts = model.points
-    grid = backprojection_grid(box, GRID_POINTS).to(device)
-    n_low = max(int((pts.radius_px <= grid_radius_px(box, GRID_POINTS) + 1e-6).sum()), 1)
-    out = np.zeros((n_particles, grid.shape[0]), np.float64)
-    for batch in batches:
-        batch = batch.to(device)
-        m = min(batch.extent, n_low)
-        rot, origin = model.poses_of(batch)
-        yk, ymk = centre_data(batch.y_k[:, :m], batch.y_mk[:, :m], pts.k[:m], origin)
-        ctf, factor, keep = image_factors(batch, pts, dose_weight=dose_weight, dose_mask_on=dose_mask, m=m)
-        z = None
-        if model.zdim:
-            mu, _ = model.embed(batch, dose_weight=dose_weight, dose_mask=dose_mask)
-            z = mu[batch.image_particle]
-        q = pts.frequencies_3d(rot, m)
-        f = model.field_values(q, z)[:, 0]  # (n, m, 2): the consensus field
-        r_k = yk - factor * (f[..., 0] - f[..., 1])
-        r_mk = ymk - factor * (f[..., 0] + f[..., 1])
-        per_image = backproject(r_k, r_mk, ctf_weight(batch, ctf, keep.to(yk.dtype)), q, grid)
-        sums = per_image.new_zeros(batch.n_particles, grid.shape[0]).index_add_(0, batch.image_particle, per_image)
-        counts = torch.bincount(batch.image_particle, minlength=batch.n_particles).clamp_min(1)
-        out[batch.particles.cpu().numpy()] = (sums / counts[:, None]).double().cpu().numpy()
-    return out
+    m = min(batch.extent, n_low)
+    rot, origin = model.poses_of(batch)
+    yk, ymk = centre_data(batch.y_k[:, :m], batch.y_mk[:, :m], pts.k[:m], origin)
+    _, factor, keep = image_factors(batch, pts, dose_weight=dose_weight, dose_mask_on=dose_mask, m=m)
+    theta = 2 * torch.pi * (pts.frequencies_3d(rot.double(), m) @ grid.T)  # (n, m, J)
+    c, s = torch.cos(theta), torch.sin(theta)
+    p_k, p_mk = c + s, c - s  # cas(θ) at k, cas(−θ) at −k
+    pw = pts.partner_weight[:m].double()
+    w, f = keep.double(), factor.double()
+    a_img = torch.einsum("nmj,nm,nml->njl", p_k, w * f * f, p_k) + torch.einsum("nmj,nm,nml->njl", p_mk, w * pw * f * f, p_mk)
+    b_img = torch.einsum("nmj,nm->nj", p_k, w * f * yk.double()) + torch.einsum("nmj,nm->nj", p_mk, w * pw * f * ymk.double())
+    yy_img = (w * yk.double() ** 2).sum(1) + (w * pw * ymk.double() ** 2).sum(1)
+    nv_img = (w * (1 + pw)).sum(1)
+    idx, n_p = batch.image_particle, batch.n_particles
+
+    def per_particle(x):
+        return x.new_zeros(n_p, *x.shape[1:]).index_add_(0, idx, x)
+
+    return per_particle(a_img), per_particle(b_img), per_particle(yy_img), per_particle(nv_img)
 
 
-def kmeans_partition(features: np.ndarray, n_classes: int, seed: int = 0, n_components: int = 8) -> np.ndarray:
-    """Labels ``(N,)`` from k-means on the leading principal components of ``features``."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
+def residual_energy(a: torch.Tensor, b: torch.Tensor, yy: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``(P, K)``: weighted squared error of every particle under every map ``maps (K, J)``."""
+    maps = maps.to(a.dtype)
+    return yy[:, None] - 2 * b @ maps.T + torch.einsum("kj,pjl,kl->pk", maps, a, maps)
 
-    n = features.shape[0]
-    x = features - features.mean(0)
-    x /= x.std() + 1e-12
-    k = int(min(n_components, n - 1, x.shape[1]))
-    if k >= 1 and n > n_classes:
-        x = PCA(n_components=k, random_state=seed).fit_transform(x)
-    return KMeans(n_clusters=min(n_classes, n), n_init=10, random_state=seed).fit_predict(x)
+
+class LowResStatistics:
+    """Per-particle sufficient statistics of the linear low-resolution model.
+
+    ``A (P, J, J)`` (float32 to halve the memory: 0.5 MB a particle), ``b (P, J)``, ``yy (P,)``
+    (weighted data energy) and ``n_values (P,)`` for the particles of ``batches``, whose global
+    indices are ``particles (P,)``.
+    """
+
+    def __init__(self, model, batches, box: int, dose_weight: bool, dose_mask: bool, device):
+        grid = backprojection_grid(box, GRID_POINTS).to(device=device, dtype=torch.float64)
+        n_low = max(int((model.points.radius_px <= grid_radius_px(box, GRID_POINTS) + 1e-6).sum()), 1)
+        parts, cols = [], ([], [], [], [])
+        for batch in batches:
+            batch = batch.to(device)
+            parts.append(batch.particles)
+            for acc, x in zip(cols, _batch_statistics(model, batch, grid, n_low, dose_weight, dose_mask)):
+                acc.append(x)
+        self.particles = torch.cat(parts)
+        self.A = torch.cat(cols[0]).float()
+        self.b, self.yy, self.n_values = (torch.cat(c) for c in cols[1:])
+
+    def residual_energy(self, maps: torch.Tensor) -> torch.Tensor:
+        return residual_energy(self.A, self.b.float(), self.yy.float(), maps.float()).double()
+
+
+def _solve_spd(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``lhs (K, J, J)`` symmetric positive definite, ``rhs (K, J)`` → ``(K, J)``, by NumPy's LAPACK.
+
+    torch 2.13's CPU ``linalg.solve`` fails ("Pivots given to lu_solve…") for J ≥ 360 once
+    ``torch.set_num_threads`` has been called in the process; these systems are tiny anyway.
+    """
+    x = np.linalg.solve(lhs.cpu().numpy(), rhs.cpu().numpy()[..., None])[..., 0]
+    return torch.from_numpy(x).to(rhs.device)
+
+
+def em_classes(stats: LowResStatistics, n_classes: int, seed: int = 0, restarts: int = EM_RESTARTS, iterations: int = EM_ITERATIONS):
+    """Best of ``restarts`` EM runs: ``(maps (K, J), noise variance, log-likelihood per particle)``."""
+    n, j = stats.b.shape
+    k = n_classes
+    dtype, device = stats.b.dtype, stats.b.device
+    eye = torch.eye(j, dtype=dtype, device=device)
+    ridge = float(RIDGE * stats.A.sum(0).diagonal().double().mean() / k)
+    total_values = stats.n_values.sum().clamp_min(1.0)
+    gen = torch.Generator().manual_seed(seed)
+    best = None
+    for _ in range(restarts):
+        resp = -torch.log(torch.rand(n, k, generator=gen, dtype=dtype)).to(device)
+        resp = resp / resp.sum(1, keepdim=True)
+        for _ in range(iterations):
+            lhs = torch.einsum("pk,pjl->kjl", resp.to(stats.A.dtype), stats.A).double() + ridge * eye
+            maps = _solve_spd(lhs, resp.T @ stats.b)
+            err = stats.residual_energy(maps).clamp_min(0.0)
+            var = float((resp * err).sum() / total_values)
+            post = -err / (2 * var) + torch.log(resp.mean(0) + 1e-12)
+            resp = torch.softmax(post, dim=1)
+        # Penalised Gaussian log-likelihood; the log-variance term matters: restarts end with different noise levels.
+        score = float(torch.logsumexp(post, 1).sum() - 0.5 * total_values * math.log(var) - 0.5 * ridge * (maps * maps).sum() / var)
+        if best is None or score > best[0]:
+            best = (score, maps, var)
+    return best[1], best[2]
 
 
 @torch.no_grad()
@@ -83,15 +143,41 @@ def restart_fields_from_consensus(model, optimizer) -> None:
 
 
 @torch.no_grad()
-def initialise_classes(model, optimizer, ds, cfg, device, log=None) -> np.ndarray:
-    """Steps 2–3 of the module docstring; returns the initial labels of every particle."""
+def lowres_em_labels(model, ds, cfg, device) -> np.ndarray:
+    """Labels ``(N,)`` of every particle from EM on a subset (steps 2–3 of the module docstring)."""
     from hetfield.data.batching import ParticleBatches
 
-    loader = ParticleBatches(ds, model.points, 32, shuffle=False, prefetch=False, dose_mask=cfg.dose_mask)
+    k = model.shape.n_classes
+    rng = np.random.default_rng(cfg.seed + 101)
+    n = ds.n_particles
+    subset = np.sort(rng.choice(n, size=min(n, EM_MAX_PARTICLES), replace=False))
+
+    def batches(particles):
+        loader = ParticleBatches(ds, model.points, 16, shuffle=False, prefetch=False, particles=particles, dose_mask=cfg.dose_mask)
+        return loader.epoch(0)
+
+    stats = LowResStatistics(model, batches(subset), ds.box, cfg.dose_weight, cfg.dose_mask, device)
+    maps, var = em_classes(stats, k, seed=cfg.seed)
+    labels = np.zeros(n, dtype=np.int64)
+    labels[stats.particles.cpu().numpy()] = stats.residual_energy(maps).argmin(1).cpu().numpy()
+    del stats
+    grid = backprojection_grid(ds.box, GRID_POINTS).to(device=device, dtype=torch.float64)
+    n_low = max(int((model.points.radius_px <= grid_radius_px(ds.box, GRID_POINTS) + 1e-6).sum()), 1)
+    rest = np.setdiff1d(np.arange(n), subset)
+    if len(rest):
+        for batch in batches(rest):
+            batch = batch.to(device)
+            a, b, yy, _ = _batch_statistics(model, batch, grid, n_low, cfg.dose_weight, cfg.dose_mask)
+            labels[batch.particles.cpu().numpy()] = residual_energy(a, b, yy, maps).argmin(1).cpu().numpy()
+    return labels
+
+
+@torch.no_grad()
+def initialise_classes(model, optimizer, ds, cfg, device, log=None) -> np.ndarray:
+    """Steps 2–4 of the module docstring; returns the initial labels of every particle."""
     was_training = model.training
     model.eval()
-    feats = residual_maps(model, loader.epoch(0), ds.box, cfg.dose_weight, cfg.dose_mask, ds.n_particles, device)
-    labels = kmeans_partition(feats, model.shape.n_classes, seed=cfg.seed)
+    labels = lowres_em_labels(model, ds, cfg, device)
     k = model.shape.n_classes
     scores = torch.zeros(ds.n_particles, k, device=model.scores.scores.device)
     scores[torch.arange(ds.n_particles), torch.as_tensor(labels, device=scores.device)] = SCORE_STRENGTH
@@ -103,5 +189,5 @@ def initialise_classes(model, optimizer, ds, cfg, device, log=None) -> np.ndarra
     restart_fields_from_consensus(model, optimizer)
     model.train(was_training)
     if log is not None:
-        log(f"classes initialised from residual maps of the consensus: sizes {np.bincount(labels, minlength=k).tolist()}")
+        log(f"classes initialised by low-resolution EM ({EM_RESTARTS} restarts): sizes {np.bincount(labels, minlength=k).tolist()}")
     return labels

@@ -151,6 +151,7 @@ class Reconstruction(nn.Module):
         generator: torch.Generator | None = None,
         sample: bool = True,
         consensus_only: bool = False,
+        hold_classes: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Losses of a batch. ``consensus_only`` trains field 0 alone (the start of a mixture, see
         :mod:`hetfield.model.class_init`)."""
@@ -199,7 +200,11 @@ class Reconstruction(nn.Module):
             # Gaussian log-likelihood of all the particle's (tilt-weighted) values under each class.
             two_var = 2.0 * std_noise * std_noise
             loglik = -wn_p[:, None] * err / two_var
-            data = -(two_var / wn_p) * torch.logsumexp(log_pi + loglik, dim=-1)
+            if hold_classes:
+                # The partition is held at the score table's prior: each field learns its own particles.
+                data = (torch.softmax(log_pi.detach(), dim=-1) * err).sum(-1)
+            else:
+                data = -(two_var / wn_p) * torch.logsumexp(log_pi + loglik, dim=-1)
             out["log_pi"] = log_pi.detach()
             out["responsibility"] = torch.softmax(log_pi + loglik, dim=-1).detach()
         else:

@@ -24,6 +24,7 @@ class TrainConfig:
     n_classes: int = 1
     std_noise: float = 1.0
     class_init_epochs: int = 1
+    class_hold_epochs: int = 2
     conf_estimation: str = "encoder"
     pose_estimation: str = "fixed"
     # optimisation
@@ -98,6 +99,8 @@ class TrainConfig:
             bad("pose_warmup_epochs", "must be a whole number of epochs, 0 or more")
         if isinstance(self.class_init_epochs, bool) or not isinstance(self.class_init_epochs, int) or self.class_init_epochs < 0:
             bad("class_init_epochs", "must be a whole number of epochs, 0 or more")
+        if isinstance(self.class_hold_epochs, bool) or not isinstance(self.class_hold_epochs, int) or self.class_hold_epochs < 0:
+            bad("class_hold_epochs", "must be a whole number of epochs, 0 or more")
         if self.n_classes > 1 and self.class_init_epochs >= self.epochs:
             bad("class_init_epochs", f"must be smaller than --epochs {self.epochs}: the classes are learned after it")
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 0.5:

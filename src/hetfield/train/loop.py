@@ -351,13 +351,14 @@ def train(
                 initialise_classes(model, opt, ds, cfg, device, log)
                 resp.copy_(torch.softmax(model.scores.scores.detach(), -1))
             consensus = model.scores is not None and epoch < cfg.class_init_epochs
+            hold = model.scores is not None and cfg.class_init_epochs > 0 and cfg.class_init_epochs <= epoch < cfg.class_init_epochs + cfg.class_hold_epochs
             for step, batch in enumerate(loader.epoch(epoch, first), start=step0):
                 batch = batch.to(device)
                 try:
                     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                         out = model(
                             batch, beta=beta, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight,
-                            dose_mask=cfg.dose_mask, generator=gen, consensus_only=consensus,
+                            dose_mask=cfg.dose_mask, generator=gen, consensus_only=consensus, hold_classes=hold,
                         )
                     opt.zero_grad()
                     out["loss"].backward()
