@@ -37,6 +37,13 @@ EM_MAX_PARTICLES = 1000  # EM is fitted on at most this many particles (A_i: 0.5
 RIDGE = 1e-2  # M-step ridge, relative to the mean diagonal of the data term per class
 
 
+def _lowres_grid(model, box: int, device) -> tuple[torch.Tensor, int]:
+    """The coarse grid ``(J, 3)`` (float64) and how many radius-sorted lattice points it resolves."""
+    grid = backprojection_grid(box, GRID_POINTS).to(device=device, dtype=torch.float64)
+    n_low = max(int((model.points.radius_px <= grid_radius_px(box, GRID_POINTS) + 1e-6).sum()), 1)
+    return grid, n_low
+
+
 def _batch_statistics(model, batch, grid: torch.Tensor, n_low: int, dose_weight: bool, dose_mask: bool):
     """``A (P, J, J)``, ``b (P, J)``, ``yy (P,)``, ``n_values (P,)`` of one batch's particles (float64)."""
     pts = model.points
@@ -77,8 +84,7 @@ class LowResStatistics:
     """
 
     def __init__(self, model, batches, box: int, dose_weight: bool, dose_mask: bool, device):
-        grid = backprojection_grid(box, GRID_POINTS).to(device=device, dtype=torch.float64)
-        n_low = max(int((model.points.radius_px <= grid_radius_px(box, GRID_POINTS) + 1e-6).sum()), 1)
+        grid, n_low = _lowres_grid(model, box, device)
         parts, cols = [], ([], [], [], [])
         for batch in batches:
             batch = batch.to(device)
@@ -88,10 +94,9 @@ class LowResStatistics:
         self.particles = torch.cat(parts)
         self.A = torch.cat(cols[0]).float()
         self.b, self.yy, self.n_values = (torch.cat(c) for c in cols[1:])
+        self._b32, self._yy32 = self.b.float(), self.yy.float()  # for the float32 quadratic form
 
     def residual_energy(self, maps: torch.Tensor) -> torch.Tensor:
-        if not hasattr(self, "_b32"):
-            self._b32, self._yy32 = self.b.float(), self.yy.float()
         return residual_energy(self.A, self._b32, self._yy32, maps.float()).double()
 
 
@@ -106,7 +111,7 @@ def _solve_spd(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
 
 def em_classes(stats: LowResStatistics, n_classes: int, seed: int = 0, restarts: int = EM_RESTARTS, iterations: int = EM_ITERATIONS):
-    """Best of ``restarts`` EM runs: ``(maps (K, J), noise variance, log-likelihood per particle)``."""
+    """Best of ``restarts`` EM runs (highest penalised likelihood): ``(maps (K, J), noise variance)``."""
     n, j = stats.b.shape
     k = n_classes
     dtype, device = stats.b.dtype, stats.b.device
@@ -168,8 +173,7 @@ def lowres_em_labels(model, ds, cfg, device) -> np.ndarray:
     labels = np.zeros(n, dtype=np.int64)
     labels[stats.particles.cpu().numpy()] = stats.residual_energy(maps).argmin(1).cpu().numpy()
     del stats
-    grid = backprojection_grid(ds.box, GRID_POINTS).to(device=device, dtype=torch.float64)
-    n_low = max(int((model.points.radius_px <= grid_radius_px(ds.box, GRID_POINTS) + 1e-6).sum()), 1)
+    grid, n_low = _lowres_grid(model, ds.box, device)
     rest = np.setdiff1d(np.arange(n), subset)
     if len(rest):
         for batch in batches(rest):
