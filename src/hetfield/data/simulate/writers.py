@@ -52,6 +52,15 @@ def format_star(columns: dict[str, object], n_rows: int, comment: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finish_header(mrc, voxel_size_A: float, label: str) -> None:
+    """Voxel size, zero origin, one fixed label and the data statistics: what the simulator's files carry."""
+    mrc.voxel_size = float(voxel_size_A)
+    mrc.header.origin = (0.0, 0.0, 0.0)
+    mrc.header.label[0] = label[:80].ljust(80).encode("ascii")
+    mrc.header.nlabl = 1
+    mrc.update_header_stats()
+
+
 def write_mrc(path: Path, data: np.ndarray, voxel_size_A: float, label: str, stack: bool) -> None:
     """Write float32 ``data`` (image stack ``(n, y, x)`` or volume ``(z, y, x)``) with a fixed label."""
     import mrcfile
@@ -62,11 +71,7 @@ def write_mrc(path: Path, data: np.ndarray, voxel_size_A: float, label: str, sta
             mrc.set_image_stack()
         else:
             mrc.set_volume()
-        mrc.voxel_size = float(voxel_size_A)
-        mrc.header.origin = (0.0, 0.0, 0.0)
-        mrc.header.label[0] = label[:80].ljust(80).encode("ascii")
-        mrc.header.nlabl = 1
-        mrc.update_header_stats()
+        _finish_header(mrc, voxel_size_A, label)
 
 
 @contextlib.contextmanager
@@ -80,11 +85,7 @@ def stack_writer(path: Path, n_images: int, box: int, pixel_size_A: float, label
     with mrcfile.new_mmap(str(path), shape=(n_images, box, box), mrc_mode=2, overwrite=True) as mrc:
         yield mrc.data
         mrc.set_image_stack()
-        mrc.voxel_size = float(pixel_size_A)
-        mrc.header.origin = (0.0, 0.0, 0.0)
-        mrc.header.label[0] = label[:80].ljust(80).encode("ascii")
-        mrc.header.nlabl = 1
-        mrc.update_header_stats()
+        _finish_header(mrc, pixel_size_A, label)
 
 
 def format_csv(header: list[str], rows: list[list[object]]) -> str:
