@@ -36,6 +36,16 @@ class RunError(HetfieldError):
     """A run directory is missing, incomplete, or holds another run."""
 
 
+class Interrupted(HetfieldError):
+    """Stopped by SIGINT/SIGTERM after saving its state; resumable. Exit code ``128 + signum``, as a
+    shell reports a process ended by that signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
+
+
 class CudaOutOfMemory(HetfieldError):
     """Training ran out of GPU memory; retry with a smaller ``--batch-size``."""
 
