@@ -62,17 +62,38 @@ def test_config_defaults_validate_against_schema(schema, params):
     Draft202012Validator(schema).validate(params)
 
 
-def test_schema_rejects_bad_grid_values(schema, params):
-    validator = Draft202012Validator(schema)
-    assert not validator.is_valid({**params, "zdim": "8,x"})
-    assert not validator.is_valid({**params, "epochs": 0})
-    assert validator.is_valid({**params, "beta": "0.1, 1,1e-2", "n_classes": "1,3"})
+@pytest.mark.parametrize(
+    "values",
+    [{"zdim": "8,x"}, {"zdim": "8,"}, {"epochs": "0"}, {"epochs": "2.5"}, {"batch_size": "x"},
+     {"settings": "lr"}, {"settings": "lr=1e-4;rm -rf x"}, {"settings": "lr=1e-4,"}, {"settings": "lr=$(id)"}],
+)
+def test_schema_rejects_bad_values(schema, params, values):
+    assert not Draft202012Validator(schema).is_valid({**params, **values})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"beta": "0.1, 1,1e-2", "n_classes": "1,3"}, {"beta": "", "zdim": "", "n_classes": ""}, {"epochs": "30", "batch_size": "8"},
+     {"settings": "lr=1e-4, field_hidden=128,device=cuda:0"}, {"settings": "dose_weight=false"}],
+)
+def test_schema_accepts_good_values(schema, params, values):
+    Draft202012Validator(schema).validate({**params, **values})
+
+
+def test_the_pipeline_has_no_training_defaults_of_its_own(params):
+    """Every run setting defaults to hetfield's own (empty here): one set of defaults."""
+    for name in ("beta", "zdim", "n_classes", "epochs", "batch_size", "settings"):
+        assert params[name] == "", f"params.{name} = {params[name]!r}: leave it to hetfield's default"
+    assert "train_args" not in params, "training options are plan settings, not extra TRAIN arguments"
 
 
 def test_every_param_used_or_set_is_declared(params):
     """A typo in main.nf, a module or a profile (params.epoch) would silently read null."""
     used: dict[str, set[str]] = {}
-    sources = [REPO / "main.nf", *sorted((REPO / "modules").rglob("main.nf")), REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config"))]
+    sources = [
+        REPO / "main.nf", *sorted((REPO / "modules").rglob("main.nf")), *sorted((REPO / "subworkflows").rglob("main.nf")),
+        REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config")),
+    ]
     for path in sources:
         text = path.read_text()
         for name in nfscript.params_referenced(text) | nfscript.params_assigned(text):
