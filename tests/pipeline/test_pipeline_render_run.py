@@ -32,6 +32,9 @@ SIMULATE_ARGS = "--n-particles 16 --n-classes 2 --box 24 --n-tilts 3 --seed 0"
 # Every value differs from hetfield's default, so a setting that is not applied shows.
 PLAN_SETTINGS = {"epochs": 2, "batch_size": 8, "field_hidden": 16, "enc_hidden": 32, "lr": 0.002, "lr_encoder": 0.0005, "seed": 3}
 PLAN_ARGS = " ".join(f"--set {k}={v}" for k, v in PLAN_SETTINGS.items())
+# Tasks compile numba's functions into their own task directory (the modules' cache policy), so
+# UMAP would cost each task ~40 s of CPU here; the CLI's UMAP path is tested in tests/analysis.
+NO_UMAP = "--no-umap"
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +173,13 @@ def test_sweep_run_trains_the_same_settings_from_the_same_plan(chain, cli_env):
 def test_convergence(chain, modules, cli_env):
     train = chain["results"].get("train")
     inputs = [[_meta(chain), train.output("run")[0]]] if train else []
-    run_step(chain, modules, cli_env, "convergence", "convergence", inputs, needs=["train"])
+    run_step(chain, modules, cli_env, "convergence", "convergence", inputs, needs=["train"], ext={"args": NO_UMAP})
 
 
 def test_analyze(chain, modules, cli_env):
     train, conv, setup = (chain["results"].get(k) for k in ("train", "convergence", "setup"))
     inputs = [[_meta(chain), train.output("run")[0], conv.output("convergence")[0], setup.output("dataset")[0]]] if train and conv and setup else []
-    result = run_step(chain, modules, cli_env, "analyze", "analyze", inputs, needs=["train", "convergence", "setup"])
+    result = run_step(chain, modules, cli_env, "analyze", "analyze", inputs, needs=["train", "convergence", "setup"], ext={"args": NO_UMAP})
     staged = train.output("run")[0]
     assert not (staged / "convergence").exists() and not list(staged.glob("analysis*")), "nothing written into the staged run"
     out = result.output("analysis")[0]
