@@ -3,31 +3,36 @@
  * hetfield: hyperparameter sweeps of neural-field heterogeneity analysis (cryo-ET / cryo-EM).
  *
  *   particles ──► SETUP ──► dataset ──┐
- *   (or SIMULATE)                     ├─► TRAIN ──► run ──┬───────────────────────────┐
- *   grid ──► PLAN ──► plan.csv ───────┘  (dataset × grid)  └─► CONVERGENCE ──► conv ──┴─► ANALYZE (--epoch auto)
+ *   (or SIMULATE)                     ├─► SWEEP_RUN: TRAIN ──► CONVERGENCE ──► ANALYZE (--epoch auto)
+ *   grid ──► PLAN ──► plan.csv ───────┘   (dataset × plan row, one chain per run)         │
  *   (or --plan plan.csv)                                                                   │
- *                                   every run, convergence and analysis ──► SUMMARIZE ◄─────┘
+ *                                   every run, convergence and analysis ──► SUMMARIZE ◄────┘
  *
  * Every step is one `hetfield` command (modules/local/<step>/main.nf); this file only wires, names
- * and stages. Hyperparameters travel in each element's meta map; run ids come from
- * `hetfield sweep plan`, the same code `hetfield sweep run` uses on one machine.
+ * and stages. The plan is the one source of a run's settings: PLAN writes every setting into it
+ * (`hetfield sweep plan --set`), TRAIN trains exactly its row (`hetfield sweep config`), the code
+ * `hetfield sweep run` uses on one machine, and runs.csv publishes the row that was applied.
  *
- * Needs Nextflow >= 25.10 (workflow outputs: the `publish:` section and the `output {}` block).
+ * Needs Nextflow >= 25.10 (workflow outputs: the `publish:` section and the `output {}` block) and
+ * the nf-schema plugin (nextflow.config pins it; docs/pipeline.md says how to install it offline).
  * Written to the strict syntax (NXF_SYNTAX_PARSER=v2, the default from 26.04); it uses no typed
  * declarations, so the 25.10 default parser runs it too. `nextflow lint .` is the authority.
  */
 
-include { SIMULATE    } from './modules/local/simulate'
-include { SETUP       } from './modules/local/setup'
-include { PLAN        } from './modules/local/plan'
-include { TRAIN       } from './modules/local/train'
-include { CONVERGENCE } from './modules/local/convergence'
-include { ANALYZE     } from './modules/local/analyze'
-include { SUMMARIZE   } from './modules/local/summarize'
+include { validateParameters } from 'plugin/nf-schema'
+
+include { SIMULATE  } from './modules/local/simulate'
+include { SETUP     } from './modules/local/setup'
+include { PLAN      } from './modules/local/plan'
+include { SWEEP_RUN } from './subworkflows/local/sweep_run'
+include { SUMMARIZE } from './modules/local/summarize'
 
 workflow {
     main:
-    // Command-line values arrive as strings under the strict parser: read flags explicitly.
+    // Command-line values may arrive as strings under the strict parser: read flags explicitly.
+    if (params.validate_params.toString().toBoolean()) {
+        validateParameters()
+    }
     def simulate = params.simulate.toString().toBoolean()
     if (!params.input && !simulate) {
         error "Give the particles with --input particles.star (and --datadir for the image stacks), or --simulate true for a simulated dataset."
@@ -35,77 +40,81 @@ workflow {
     if (params.input && simulate) {
         error "Give either --input or --simulate true, not both."
     }
+    if (params.plan && (params.beta || params.zdim || params.n_classes || params.epochs || params.batch_size || params.settings)) {
+        error "--plan ${params.plan} holds every setting of its runs: drop --beta/--zdim/--n_classes/--epochs/--batch_size/--settings, or make the plan with them (hetfield sweep plan --set option=value)."
+    }
 
-    // 1. Particles ───────────────────────────────────────── [ meta(id), particles file, data dir ]
+    // 1. Particles ─────────────────────────────── [ meta(id, several), particles file, data dir ]
     //    Image paths inside the STAR file are resolved against --datadir (default: the file's folder).
+    //    With several inputs (a glob), run ids are qualified by their dataset (`several`).
     ch_input = params.input
-        ? channel.fromPath(params.input, checkIfExists: true).map { particles ->
-            def datadir = params.datadir ? file(params.datadir, checkIfExists: true) : particles.parent
-            [[id: params.dataset_name ?: particles.baseName], particles, datadir]
-        }
+        ? channel.fromPath(params.input, checkIfExists: true)
+            .toSortedList()
+            .flatMap { files ->
+                def names = files.collect { particles -> params.dataset_name ?: particles.baseName }
+                def clashes = names.findAll { name -> names.count(name) > 1 }.unique()
+                if (clashes) {
+                    error "--input ${params.input}: several files give the dataset name ${clashes.join(', ')}; rename them${params.dataset_name ? ' (and drop --dataset_name, which names one dataset)' : ''}."
+                }
+                files.collect { particles ->
+                    def datadir = params.datadir ? file(params.datadir, checkIfExists: true) : particles.parent
+                    [[id: params.dataset_name ?: particles.baseName, several: files.size() > 1], particles, datadir]
+                }
+            }
         : channel.empty()
-    SIMULATE(simulate ? channel.of([id: params.dataset_name ?: 'simulated']) : channel.empty())
+    SIMULATE(simulate ? channel.of([id: params.dataset_name ?: 'simulated', several: false]) : channel.empty())
     ch_particles = ch_input.mix(SIMULATE.out.particles)
 
     // 2. Prepared dataset (preprocessed once, read by every run) ───────── [ meta(id), dataset dir ]
     SETUP(ch_particles)
 
-    // 3. The grid: one CSV row per run, run ids computed by the CLI ───────────────────── plan.csv
+    // 3. The plan: one CSV row per run with every setting, run ids computed by the CLI ── plan.csv
+    //    (settings shared by every run reach PLAN as `--set` options: conf/modules.config)
     PLAN(params.plan ? channel.empty() : channel.of([params.beta, params.zdim, params.n_classes]))
     ch_plan = params.plan ? channel.fromPath(params.plan, checkIfExists: true) : PLAN.out.plan
 
-    //    rows → meta maps ──────────────────────────── [ id, run_id, beta, zdim, n_classes, … ]
+    //    rows → meta maps ────────────────────────── [ run_id, beta, zdim, n_classes, … ]
     ch_grid = ch_plan
         .splitCsv(header: true)
         .map { row ->
             if (!row.run_id) {
                 error "Sweep plan rows need a run_id column (and beta, zdim, n_classes): got ${row}"
             }
-            [id: row.run_id] + row
+            row
         }
 
-    // 4. Training: dataset × grid ────────────────────── [ meta + dataset id, dataset dir ] → run dir
-    ch_train = SETUP.out.dataset
+    // 4. One chain per run: dataset × plan row ─────────── [ meta, dataset dir, plan.csv ] per run
+    //    meta.id names the run's task outputs and its published folder: the plan's run_id, or
+    //    `<dataset>.<run_id>` with several inputs so that runs of different datasets never collide.
+    ch_runs = SETUP.out.dataset
         .combine(ch_grid)
-        .map { dataset_meta, dataset, run_meta -> [run_meta + [dataset: dataset_meta.id], dataset] }
-    TRAIN(ch_train, params.epochs, params.batch_size)
+        .combine(ch_plan)
+        .map { dataset_meta, dataset, row, plan ->
+            def id = dataset_meta.several ? "${dataset_meta.id}.${row.run_id}".toString() : row.run_id
+            [[id: id] + row + [dataset: dataset_meta.id], dataset, plan]
+        }
+    SWEEP_RUN(ch_runs)
+    ch_results = SWEEP_RUN.out.results
 
-    // 5. Convergence of each run ───────────────────────────────── [ meta, run dir ] → convergence dir
-    CONVERGENCE(TRAIN.out.run)
-
-    // 6. Analysis at the recommended epoch ─── [ meta, run dir, convergence dir, dataset dir ] → analysis dir
-    ch_datasets = SETUP.out.dataset.map { dataset_meta, dataset -> [dataset_meta.id, dataset] }
-    ch_analyze = TRAIN.out.run
-        .join(CONVERGENCE.out.convergence)
-        .map { meta, run, conv -> [meta.dataset, meta, run, conv] }
-        .combine(ch_datasets, by: 0)
-        .map { dataset_id, meta, run, conv, dataset -> [meta, run, conv, dataset] }
-    ANALYZE(ch_analyze)
-
-    // 7. One record per run ──────────────────────── [ meta, run dir, convergence dir, analysis dir ]
-    ch_results = TRAIN.out.run
-        .join(CONVERGENCE.out.convergence)
-        .join(ANALYZE.out.analysis)
-
-    // 8. Sweep summary over every run ──────── [ run dirs ], [ convergence dirs ], [ analysis dirs ]
+    // 5. Sweep summary over every run (sorted: a -resume sees the same inputs in the same order)
     SUMMARIZE(
-        ch_results.map { meta, run, conv, analysis -> run }.collect(),
-        ch_results.map { meta, run, conv, analysis -> conv }.collect(),
-        ch_results.map { meta, run, conv, analysis -> analysis }.collect()
+        ch_results.map { meta, run, conv, analysis, batch_size -> run }.collect(sort: true),
+        ch_results.map { meta, run, conv, analysis, batch_size -> conv }.collect(sort: true),
+        ch_results.map { meta, run, conv, analysis, batch_size -> analysis }.collect(sort: true)
     )
 
-    // Software versions of every step, one file ─────────────────── pipeline_info/versions.yml
-    SIMULATE.out.versions
-        .mix(SETUP.out.versions, PLAN.out.versions, TRAIN.out.versions)
-        .mix(CONVERGENCE.out.versions, ANALYZE.out.versions, SUMMARIZE.out.versions)
+    // Software versions of every step, one file ────────────────── pipeline_info/versions.yml
+    ch_versions = SIMULATE.out.versions
+        .mix(SETUP.out.versions, PLAN.out.versions, SWEEP_RUN.out.versions, SUMMARIZE.out.versions)
         .unique { versions -> versions.text }
-        .collectFile(name: 'versions.yml', sort: true, storeDir: "${params.outdir}/pipeline_info")
+        .collectFile(name: 'versions.yml', sort: true)
 
-    // Published records: one map per run, which is also a row of the runs.csv index
-    //   ──────────────── [ run_id, beta, zdim, n_classes, …, dataset, run, convergence, analysis ]
-    ch_published_runs = ch_results.map { meta, run, conv, analysis ->
-        def hyperparameters = meta.findAll { key, value -> key != 'id' && key != 'run_id' }
-        [run_id: meta.id] + hyperparameters + [run: run, convergence: conv, analysis: analysis]
+    // Published records: one map per run, which is also a row of the runs.csv index: the plan row
+    // that was applied, with the batch size TRAIN used (halved by out-of-memory retries)
+    //   ──────────── [ run_id, beta, zdim, n_classes, …, batch_size, dataset, run, convergence, analysis ]
+    ch_published_runs = ch_results.map { meta, run, conv, analysis, batch_size ->
+        def settings = meta.findAll { key, value -> !(key in ['id', 'run_id', 'dataset']) }
+        [run_id: meta.id] + settings + [batch_size: batch_size, dataset: meta.dataset, run: run, convergence: conv, analysis: analysis]
     }
 
     publish:
@@ -113,19 +122,21 @@ workflow {
     plan = ch_plan
     runs = ch_published_runs
     summary = SUMMARIZE.out.summary
+    versions = ch_versions
 }
 
 /*
  * Published layout (copied; `outputDir`, set from --outdir):
  *
  *   datasets/<dataset>/            prepared dataset (reuse it with `hetfield train --data`)
- *   plan.csv                       the sweep grid
+ *   plan.csv                       the sweep plan: every setting of every run
  *   runs/<run_id>/run/             the run directory (config.yaml, metrics.jsonl, weights.N.pt, latent.N.npz)
  *   runs/<run_id>/convergence/     convergence.json (recommended epoch), plots, report.html
  *   runs/<run_id>/analysis/        summary.json, plots, volumes, report.html at that epoch
- *   runs.csv                       index: one row per run, hyperparameters + the three paths above
+ *   runs.csv                       index: one row per run, its applied settings + the three paths above
  *   summary/                       sweep table and report
- *   pipeline_info/versions.yml     hetfield version of every step
+ *   pipeline_info/versions.yml     hetfield version of every step (trace, report and timeline
+ *                                  are written there too: nextflow.config)
  */
 output {
     dataset {
@@ -147,5 +158,8 @@ output {
     }
     summary {
         path '.'
+    }
+    versions {
+        path 'pipeline_info'
     }
 }

@@ -8,7 +8,8 @@
   literals, Groovy escapes (``\\$``, ``\\\\``, line continuation) and Nextflow's indent stripping.
   Anything else raises :class:`RenderError`, so the modules stay simple enough to be checked here.
 * :func:`run_block` stages inputs like Nextflow (links named by the declaration), runs the rendered
-  block with ``bash -ue`` in a task directory and lists the outputs the process declares.
+  block with the task shell of conf/base.config (``bash -euo pipefail``) in a task directory, lists
+  the outputs the process declares and captures its ``env('NAME')`` outputs as Nextflow does.
 
 Everything fails loudly on syntax it does not know rather than guessing.
 """
@@ -569,6 +570,10 @@ def strip_indent(text: str) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
+TASK_SHELL = ["bash", "-euo", "pipefail"]
+"""The task shell: conf/base.config sets process.shell to the same (a test checks)."""
+
+
 @dataclass
 class TaskResult:
     workdir: Path
@@ -578,9 +583,13 @@ class TaskResult:
     stderr: str
     outputs: list[tuple[Declaration, list[str]]]  # rendered output paths, per declaration
     context: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)  # env('NAME') outputs that were set
+
+    def env_names(self) -> list[str]:
+        return [str(parse_literal(c.pattern)) for decl, _ in self.outputs for c in decl.components if c.kind == "env"]
 
     def missing_outputs(self) -> list[str]:
-        missing = []
+        missing = [f"env {name}" for name in self.env_names() if name not in self.env]
         for _decl, paths in self.outputs:
             for p in paths:
                 hits = list(self.workdir.glob(p)) if any(ch in p for ch in "*?[") else [self.workdir / p]
@@ -592,6 +601,13 @@ class TaskResult:
         for decl, paths in self.outputs:
             if decl.emit == emit:
                 return [self.workdir / p for p in paths]
+        raise KeyError(emit)
+
+    def output_env(self, emit: str) -> list[str]:
+        """The values of an emit's env('NAME') components (a missing one raises KeyError)."""
+        for decl, _ in self.outputs:
+            if decl.emit == emit:
+                return [self.env[str(parse_literal(c.pattern))] for c in decl.components if c.kind == "env"]
         raise KeyError(emit)
 
     def tail(self, n: int = 40) -> str:
@@ -653,9 +669,14 @@ def run_block(
                 raise RenderError(f"input kind {comp.kind} is not supported here")
     script = renderer.render_block(process.blocks[block])
     (workdir / ".command.sh").write_text(script)
+    # env('NAME') outputs: like Nextflow, append a capture of each variable to the script's end
+    # (set variables only: Nextflow fails the task on a missing one, missing_outputs lists it).
+    env_names = [str(parse_literal(c.pattern)) for d in process.outputs for c in d.components if c.kind == "env"]
+    capture = "".join(f'[ -z "${{{n}+x}}" ] || printf "%s\\0%s\\0" {n} "${n}" >> .command.env\n' for n in env_names)
+    (workdir / ".command.run.sh").write_text(script + ("\n" + capture if capture else ""))
     run_env = dict(os.environ if env is None else env)
     proc = subprocess.run(
-        ["bash", "-ue", ".command.sh"], cwd=workdir, env=run_env, capture_output=True, text=True, timeout=timeout
+        [*TASK_SHELL, ".command.run.sh"], cwd=workdir, env=run_env, capture_output=True, text=True, timeout=timeout
     )
     (workdir / ".command.out").write_text(proc.stdout)
     (workdir / ".command.err").write_text(proc.stderr)
@@ -663,4 +684,9 @@ def run_block(
     for decl in process.outputs:
         paths = [str(renderer.eval(c.pattern) if c.pattern else renderer.context[c.name]) for c in decl.components if c.kind == "path"]
         outputs.append((decl, paths))
-    return TaskResult(workdir, script, proc.returncode, proc.stdout, proc.stderr, outputs, renderer.context)
+    captured: dict[str, str] = {}
+    env_file = workdir / ".command.env"
+    if env_file.exists():
+        items = env_file.read_text().split("\0")
+        captured = dict(zip(items[0:-1:2], items[1::2]))
+    return TaskResult(workdir, script, proc.returncode, proc.stdout, proc.stderr, outputs, renderer.context, captured)

@@ -1,9 +1,11 @@
 """Conventions of every module (modules/local/<step>/main.nf) and of the wiring in main.nf.
 
-Each module: one process named after its folder, a tag, labels defined in conf/base.config, a
-container, named emits on every output including versions.yml, a script that runs `hetfield` (and
-shell plumbing only) with task.ext.args, outputs that are never inside a staged input, and a stub
-that creates every declared output: the stubs are rendered and run here (bash only, no CLI).
+Each module: one process named after its folder, a tag, labels defined in conf/base.config, no
+container of its own (nextflow.config sets process.container), named emits on every output
+including versions.yml, a script that runs `hetfield` (and shell plumbing only) with task.ext.args
+(TRAIN excepted: it trains its plan row and nothing else), its caches in its own task directory,
+outputs that are never inside a staged input, and a stub that creates every declared output: the
+stubs are rendered and run here (bash only, no CLI).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def test_module_conventions(step, modules):
     assert proc.directive("tag"), "tag"
     assert proc.labels, "at least one label"
     assert set(proc.labels) <= base_labels(), f"labels {proc.labels} not all defined in conf/base.config"
-    assert proc.directive("container") == ["params.container"], "container from params.container"
+    assert proc.directive("container") == [], "no container directive: nextflow.config sets process.container"
     assert set(proc.blocks) == {"script", "stub"}, "script: and stub: blocks"
     assert "when" not in proc.sections, "conditions belong in the workflow, not a when: section"
     emits = [d.emit for d in proc.outputs]
@@ -48,16 +50,33 @@ def test_module_conventions(step, modules):
     assert len(versions) == 1 and versions[0].components[0].pattern in ("'versions.yml'", '"versions.yml"')
 
 
+CACHES = 'export MPLCONFIGDIR="\\$PWD/.cache/matplotlib" NUMBA_CACHE_DIR="\\$PWD/.cache/numba" XDG_CACHE_HOME="\\$PWD/.cache"'
+
+
 @pytest.mark.parametrize("step", STEPS)
 def test_script_calls_the_cli_only(step, modules):
     block = modules[step].blocks["script"]
-    assert ("args", "task.ext.args ?: ''") in block.defs, "def args = task.ext.args ?: ''"
     body = block.gstring
-    assert "${args}" in body, "the command line appends ${args}"
+    if step == "train":
+        # Every training setting comes from the plan row: extra arguments would train settings
+        # that runs.csv does not list (the defect this rule prevents).
+        assert not any("task.ext" in expr for _, expr in block.defs) and "args" not in body
+    else:
+        assert ("args", "task.ext.args ?: ''") in block.defs, "def args = task.ext.args ?: ''"
+        assert "${args}" in body, "the command line appends ${args}"
     commands = re.findall(r"^\s*hetfield\s+([a-z][\w-]*(?:\s+[a-z][\w-]*)?)", body, flags=re.M)
     assert commands, "the script runs a hetfield command"
     assert re.search(r"hetfield --version", body), "versions.yml records `hetfield --version`"
     assert not re.search(FORBIDDEN_TOOLS, body), "logic belongs in the CLI: no other interpreters or tools"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_caches_go_to_the_task_directory(step, modules):
+    """matplotlib's and numba's caches under the task's own directory: writable by whichever user
+    runs the task, never shared with another task or user (Apptainer shares the host's /tmp)."""
+    lines = [line.strip() for line in modules[step].blocks["script"].gstring.splitlines()]
+    assert CACHES in lines, f"the script exports {CACHES}"
+    assert lines.index(CACHES) < next(i for i, line in enumerate(lines) if line.startswith("hetfield ")), "before the first hetfield command"
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -92,13 +111,56 @@ def test_train_is_the_gpu_step_and_retries_cuda_oom(modules):
 # -- main.nf wiring ---------------------------------------------------------------------------------
 
 
-def test_main_includes_every_module_and_uses_declared_emits(modules):
-    main = nfscript.strip_comments((REPO / "main.nf").read_text())
-    includes = dict((name, path) for name, path in re.findall(r"include\s*\{\s*(\w+)\s*\}\s*from\s*'([^']+)'", main))
-    assert includes == {step.upper(): f"./modules/local/{step}" for step in STEPS}
+SUBWORKFLOW = REPO / "subworkflows" / "local" / "sweep_run" / "main.nf"
+RUN_STEPS = ["train", "convergence", "analyze"]
+
+
+def _includes(path: Path) -> dict[str, str]:
+    text = nfscript.strip_comments(path.read_text())
+    return dict(re.findall(r"include\s*\{\s*(\w+)\s*\}\s*from\s*'(\.[^']+)'", text))
+
+
+def test_every_module_is_included_once_and_the_run_chain_is_a_subworkflow():
+    main, sub = _includes(REPO / "main.nf"), _includes(SUBWORKFLOW)
+    assert main == {
+        **{step.upper(): f"./modules/local/{step}" for step in STEPS if step not in RUN_STEPS},
+        "SWEEP_RUN": "./subworkflows/local/sweep_run",
+    }
+    assert sub == {step.upper(): f"../../../modules/local/{step}" for step in RUN_STEPS}
+    for path in sub.values():
+        assert (SUBWORKFLOW.parent / path / "main.nf").resolve().is_file(), path
+    code = nfscript.strip_comments(SUBWORKFLOW.read_text())
+    assert re.search(r"^workflow SWEEP_RUN \{", code, flags=re.M)
+    assert [s for s in ("take:", "main:", "emit:") if s in code] == ["take:", "main:", "emit:"]
+    # the chain: CONVERGENCE reads TRAIN's run, ANALYZE reads both
+    assert re.search(r"CONVERGENCE\(TRAIN\.out\.run\)", code)
+    assert re.search(r"ANALYZE\(TRAIN\.out\.run\.join\(CONVERGENCE\.out\.convergence\)", code)
+
+
+def test_workflows_use_declared_emits(modules):
     emits = {proc.name: {d.emit for d in proc.outputs} for proc in modules.values()}
-    for name, emit in re.findall(r"\b([A-Z]+)\.out\.(\w+)", main):
-        assert emit in emits[name], f"{name}.out.{emit} is not an emit of {name}"
+    sub = nfscript.strip_comments(SUBWORKFLOW.read_text())
+    emits["SWEEP_RUN"] = set(re.findall(r"^\s*(\w+)\s*=", sub[sub.index("emit:"):], flags=re.M))
+    assert emits["SWEEP_RUN"] == {"results", "versions"}
+    for path in (REPO / "main.nf", SUBWORKFLOW):
+        for name, emit in re.findall(r"\b([A-Z_]+)\.out\.(\w+)", nfscript.strip_comments(path.read_text())):
+            assert emit in emits[name], f"{path.name}: {name}.out.{emit} is not an emit of {name}"
+
+
+def test_every_versions_emit_reaches_the_output_block(modules):
+    main = nfscript.strip_comments((REPO / "main.nf").read_text())
+    sub = nfscript.strip_comments(SUBWORKFLOW.read_text())
+    mixed = set(re.findall(r"\b([A-Z_]+)\.out\.versions", main)) | set(re.findall(r"\b([A-Z]+)\.out\.versions", sub))
+    assert mixed == {proc.name for proc in modules.values()} | {"SWEEP_RUN"}
+    assert re.search(r"^\s*versions = ch_versions\s*$", main[main.index("publish:"):], flags=re.M), "versions.yml is published"
+    assert "storeDir" not in main and "publishDir" not in main, "nothing is written around the output block"
+
+
+def test_collected_inputs_are_sorted():
+    """SUMMARIZE's inputs do not depend on task completion order, so a -resume reuses it."""
+    main = nfscript.strip_comments((REPO / "main.nf").read_text())
+    collects = re.findall(r"\.collect\(([^)]*)\)", main)
+    assert collects and all(args.strip() == "sort: true" for args in collects), collects
 
 
 def test_published_outputs_match_the_output_block():
@@ -121,12 +183,12 @@ def sample_inputs(step: str, data: Path) -> list:
     d.mkdir(exist_ok=True)
     f = data / "particles.star"
     f.touch()
-    meta = {"id": "b1_z2_k1", "run_id": "b1_z2_k1", "beta": "1", "zdim": "2", "n_classes": "1"}
+    meta = {"id": "b1_z2_k1", "run_id": "b1_z2_k1", "beta": "1", "zdim": "2", "n_classes": "1", "dataset": "toy"}
     return {
         "simulate": [{"id": "sim"}],
         "setup": [[{"id": "toy"}, f, d]],
         "plan": [["0.1,1", "8", "1,2"]],
-        "train": [[meta, d], 2, 8],
+        "train": [[meta, d, f]],
         "convergence": [[meta, d]],
         "analyze": [[meta, d, data, d]],
         "summarize": [[d], [d], [d]],
@@ -142,11 +204,24 @@ def test_stub_creates_every_declared_output(step, modules, tmp_path):
     assert f'"{proc.name}":' in (tmp_path / "task" / "versions.yml").read_text()
 
 
-def test_plan_stub_writes_one_row_per_combination(modules, tmp_path):
-    result = nfscript.run_block(modules["plan"], tmp_path, [["0.1,1", "8", "1,2"]], {}, block="stub")
+@pytest.mark.parametrize("axes, n_runs", [(["0.1,1", "8", "1,2"], 4), (["", "2", "1,2"], 2), (["", "", ""], 1)])
+def test_plan_stub_writes_one_row_per_combination(modules, tmp_path, axes, n_runs):
+    result = nfscript.run_block(modules["plan"], tmp_path, [axes], {}, block="stub")
     assert result.returncode == 0, result.tail()
     rows = (tmp_path / "plan.csv").read_text().splitlines()
-    assert rows[0] == "run_id,beta,zdim,n_classes" and len(rows) == 5 and len(set(rows)) == 5
+    assert rows[0] == "run_id,beta,zdim,n_classes" and len(rows) == n_runs + 1 and len(set(rows)) == n_runs + 1
+
+
+def test_train_stub_emits_the_batch_size(modules, tmp_path):
+    result = nfscript.run_block(modules["train"], tmp_path, sample_inputs("train", tmp_path), {}, block="stub")
+    assert result.returncode == 0, result.tail()
+    assert result.output_env("batch_size") == ["4"]
+
+
+def test_a_missing_env_output_is_reported(tmp_path):
+    proc = nfscript.parse_process('process X {\n    tag "x"\n\n    output:\n    env(\'nope\'), emit: nope\n\n    script:\n    """\n    true\n    """\n}\n')
+    result = nfscript.run_block(proc, tmp_path, [], {})
+    assert result.returncode == 0 and result.missing_outputs() == ["env nope"]
 
 
 # -- the renderer --------------------------------------------------------------------------------
@@ -206,7 +281,7 @@ def test_renderer_agrees_with_groovy_on_every_block(modules, groovy_classpath, t
         "meta": {"id": "b1_z2_k1", "run_id": "b1_z2_k1", "beta": "1", "zdim": "2", "n_classes": "1"},
         "particles": "particles.star", "datadir": "dir", "dataset": "dataset_toy", "run": "staged/run_b1_z2_k1",
         "convergence": "convergence_b1_z2_k1", "runs": "run_a run_b", "analysis": "analysis_a analysis_b",
-        "beta": "0.1,1", "zdim": "8", "n_classes": "1,2", "epochs": 2, "batch_size": 16,
+        "beta": "0.1,1", "zdim": "8", "n_classes": "1,2", "plan": "plan.csv",
     }
     cases, expected = [], []
     for proc in modules.values():
@@ -224,3 +299,35 @@ def test_renderer_agrees_with_groovy_on_every_block(modules, groovy_classpath, t
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout) == expected
+
+
+# -- conf/modules.config: the settings PLAN writes into the plan -----------------------------------
+
+
+def _ext_args_closure(step: str) -> str:
+    """The source of `ext.args = { … }` in the withName: 'STEP' block of conf/modules.config."""
+    text = nfscript.strip_comments((REPO / "conf" / "modules.config").read_text())
+    block = re.search(rf"withName:\s*'{step}'\s*\{{", text)
+    body = text[block.end() : nfscript.matching_brace(text, block.end() - 1)]
+    m = re.search(r"ext\.args\s*=\s*\{", body)
+    return body[m.end() - 1 : nfscript.matching_brace(body, m.end() - 1) + 1]
+
+
+def test_plan_settings_come_from_the_run_parameters(groovy_classpath, tmp_path):
+    """--epochs, --batch_size and --settings become `--set` options of `hetfield sweep plan` (Groovy's answer)."""
+    import json
+
+    closure = _ext_args_closure("PLAN")
+    cases = [
+        ({"epochs": "", "batch_size": "", "settings": ""}, ""),
+        ({"epochs": "30", "batch_size": "", "settings": ""}, "--set epochs=30"),
+        ({"epochs": 30, "batch_size": 8, "settings": "lr=1e-4, field_hidden=128"}, "--set epochs=30 --set batch_size=8 --set lr=1e-4 --set field_hidden=128"),
+        ({"epochs": "", "batch_size": "", "settings": "dose_weight=false"}, "--set dose_weight=false"),
+    ]
+    (tmp_path / "cases.json").write_text(json.dumps([{"binding": {"params": p}, "code": f"def c = {closure}\nc()"} for p, _ in cases]))
+    proc = subprocess.run(
+        ["java", "-cp", groovy_classpath, "groovy.ui.GroovyMain", str(Path(__file__).parent / "groovy" / "EvalCheck.groovy"), str(tmp_path / "cases.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout) == [want for _, want in cases]

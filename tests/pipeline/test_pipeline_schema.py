@@ -53,26 +53,63 @@ def test_schema_matches_config_params_one_to_one(schema, params):
     )
     for name, prop in props.items():
         assert prop.get("description"), f"{name}: no description"
+        if params[name] is None:  # not given: nf-schema skips null values, the schema has no default
+            assert "default" not in prop and prop["type"] == "string", f"{name}: a null param is an optional string without a default"
+            continue
         assert "default" in prop, f"{name}: no default"
         assert prop["default"] == params[name], f"{name}: schema default {prop['default']!r} != config {params[name]!r}"
         assert prop["type"] == JSON_TYPES[type(params[name])], f"{name}: type {prop['type']} but default {params[name]!r}"
 
 
+def given(params: dict) -> dict:
+    """The params nf-schema validates: it skips null values (and checks '' like any other string)."""
+    return {name: value for name, value in params.items() if value is not None}
+
+
 def test_config_defaults_validate_against_schema(schema, params):
-    Draft202012Validator(schema).validate(params)
+    Draft202012Validator(schema).validate(given(params))
 
 
-def test_schema_rejects_bad_grid_values(schema, params):
-    validator = Draft202012Validator(schema)
-    assert not validator.is_valid({**params, "zdim": "8,x"})
-    assert not validator.is_valid({**params, "epochs": 0})
-    assert validator.is_valid({**params, "beta": "0.1, 1,1e-2", "n_classes": "1,3"})
+def test_path_params_are_null_when_not_given(schema, params):
+    """nf-schema reads '' as a path (Nextflow's file('') fails), so path params default to null."""
+    for name, prop in schema_properties(schema).items():
+        if prop.get("format") in ("file-path", "file-path-pattern", "directory-path", "path") and name != "outdir":
+            assert params[name] is None, f"params.{name} = {params[name]!r}: use null"
+    assert schema_properties(schema)["input"]["format"] == "file-path-pattern", "--input takes a glob of several datasets"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"zdim": "8,x"}, {"zdim": "8,"}, {"epochs": "0"}, {"epochs": "2.5"}, {"batch_size": "x"},
+     {"settings": "lr"}, {"settings": "lr=1e-4;rm -rf x"}, {"settings": "lr=1e-4,"}, {"settings": "lr=$(id)"}],
+)
+def test_schema_rejects_bad_values(schema, params, values):
+    assert not Draft202012Validator(schema).is_valid({**given(params), **values})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"beta": "0.1, 1,1e-2", "n_classes": "1,3"}, {"beta": "", "zdim": "", "n_classes": ""}, {"epochs": "30", "batch_size": "8"},
+     {"settings": "lr=1e-4, field_hidden=128,device=cuda:0"}, {"settings": "dose_weight=false"}],
+)
+def test_schema_accepts_good_values(schema, params, values):
+    Draft202012Validator(schema).validate({**given(params), **values})
+
+
+def test_the_pipeline_has_no_training_defaults_of_its_own(params):
+    """Every run setting defaults to hetfield's own (empty here): one set of defaults."""
+    for name in ("beta", "zdim", "n_classes", "epochs", "batch_size", "settings"):
+        assert params[name] == "", f"params.{name} = {params[name]!r}: leave it to hetfield's default"
+    assert "train_args" not in params, "training options are plan settings, not extra TRAIN arguments"
 
 
 def test_every_param_used_or_set_is_declared(params):
     """A typo in main.nf, a module or a profile (params.epoch) would silently read null."""
     used: dict[str, set[str]] = {}
-    sources = [REPO / "main.nf", *sorted((REPO / "modules").rglob("main.nf")), REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config"))]
+    sources = [
+        REPO / "main.nf", *sorted((REPO / "modules").rglob("main.nf")), *sorted((REPO / "subworkflows").rglob("main.nf")),
+        REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config")),
+    ]
     for path in sources:
         text = path.read_text()
         for name in nfscript.params_referenced(text) | nfscript.params_assigned(text):

@@ -28,6 +28,7 @@ def nextflow_files() -> list[Path]:
     files = [REPO / "main.nf", REPO / "nextflow.config", REPO / "nf-test.config"]
     files += sorted((REPO / "conf").glob("*.config"))
     files += sorted((REPO / "modules").rglob("*.nf"))
+    files += sorted((REPO / "subworkflows").rglob("*.nf"))
     files += sorted((REPO / "modules").rglob("*.nf.test"))
     files += sorted((REPO / "tests" / "nextflow").rglob("*.nf.test"))
     files += sorted((REPO / "tests" / "nextflow").rglob("*.config"))
@@ -121,7 +122,11 @@ def test_configs_hold_only_assignments_blocks_and_includes(path):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("path", [REPO / "main.nf", *sorted((REPO / "modules").rglob("main.nf"))], ids=lambda p: str(p.relative_to(REPO)))
+def workflow_files() -> list[Path]:
+    return [REPO / "main.nf", *sorted((REPO / "modules").rglob("main.nf")), *sorted((REPO / "subworkflows").rglob("main.nf"))]
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_scripts_do_not_mix_statements_and_declarations(path):
     """Strict parser: only include/params/workflow/process/def/output/enum at the top level."""
     code = _code(path)
@@ -135,11 +140,60 @@ def test_scripts_do_not_mix_statements_and_declarations(path):
     assert not problems, "\n".join(problems)
 
 
-def test_params_stay_in_the_entry_workflow(modules):
-    """Best practice of the strict syntax: modules get values as inputs; only `container` reads params."""
-    problems = []
-    for path in sorted((REPO / "modules").rglob("main.nf")):
-        for number, line in enumerate(_code(path).splitlines(), 1):
-            if "params." in line and not re.match(r"^\s*container\s+params\.container\s*$", line):
-                problems.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
-    assert not problems, "\n".join(problems)
+def test_params_stay_in_the_entry_workflow():
+    """Best practice of the strict syntax: modules and subworkflows get values as inputs (or
+    ext.args from the config) and read no `params` at all, not even for their container."""
+    files = [*sorted((REPO / "modules").rglob("*.nf")), *sorted((REPO / "subworkflows").rglob("*.nf"))]
+    problems = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(_code(path).splitlines(), 1)
+        if re.search(r"\bparams\b", line)
+    ]
+    assert len(files) >= 8 and not problems, "\n".join(problems)
+
+
+def test_the_container_is_set_in_the_config_only():
+    config = _code(REPO / "nextflow.config")
+    assert re.search(r"^process\.container\s*=\s*params\.container\s*$", config, flags=re.M), "process.container = params.container"
+    for path in [*sorted((REPO / "modules").rglob("*.nf")), *sorted((REPO / "conf").glob("*.config"))]:
+        assert not re.search(r"^\s*container\b", _code(path), flags=re.M), f"{path.relative_to(REPO)} sets a container"
+
+
+def test_task_shell_matches_the_renderer():
+    """The render-and-run tests run scripts with the shell the pipeline's tasks get."""
+    base = nfscript.strip_comments((REPO / "conf" / "base.config").read_text())
+    m = re.search(r"^\s*shell\s*=\s*\[([^\]]*)\]", base, flags=re.M)
+    assert m, "conf/base.config sets process.shell"
+    shell = [nfscript.parse_literal(part) for part in nfscript.split_top_level(m.group(1))]
+    assert [Path(shell[0]).name, *shell[1:]] == nfscript.TASK_SHELL
+
+
+def test_the_manifest_names_org_and_pipeline():
+    """nf-core tools and Seqera Platform load the config only with `name = 'org/name'`."""
+    config = nfscript.strip_comments((REPO / "nextflow.config").read_text())
+    manifest = config[config.index("manifest {"):]
+    name = re.search(r"^\s*name\s*=\s*'([^']+)'", manifest[: manifest.index("}")], flags=re.M).group(1)
+    assert re.fullmatch(r"[\w.-]+/[\w.-]+", name), name
+
+
+def test_reports_are_on_by_default():
+    config = nfscript.strip_comments((REPO / "nextflow.config").read_text())
+    for scope, name in (("timeline", "execution_timeline.html"), ("report", "execution_report.html"), ("trace", "execution_trace.txt")):
+        m = re.search(rf"^{scope}\s*\{{", config, flags=re.M)
+        assert m, f"no {scope} scope"
+        block = config[m.end(): nfscript.matching_brace(config, m.end() - 1)]
+        assert re.search(r"enabled\s*=\s*true", block) and re.search(r"overwrite\s*=\s*true", block), scope
+        assert f'"${{params.outdir}}/pipeline_info/{name}"' in block, scope
+
+
+def test_parameters_are_validated_at_start_with_a_pinned_nf_schema():
+    config = nfscript.strip_comments((REPO / "nextflow.config").read_text())
+    plugins = re.findall(r"^\s*id\s+'([^']+)'", config, flags=re.M)
+    assert len(plugins) == 1 and re.fullmatch(r"nf-schema@\d+\.\d+\.\d+", plugins[0]), f"one exactly pinned plugin: {plugins}"
+    main = nfscript.strip_comments((REPO / "main.nf").read_text())
+    assert re.search(r"^include \{ validateParameters \} from 'plugin/nf-schema'$", main, flags=re.M)
+    body = main[main.index("main:"):]
+    assert body.index("validateParameters()") < body.index("channel."), "validation runs before any channel is made"
+    docs = (REPO / "docs" / "pipeline.md").read_text()
+    assert f"nextflow plugin install {plugins[0]}" in docs, "docs/pipeline.md says how to pre-fetch the pinned plugin for offline use"

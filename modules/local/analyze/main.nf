@@ -12,7 +12,6 @@
 process ANALYZE {
     tag "${meta.id}"
     label 'process_medium'
-    container params.container
 
     input:
     tuple val(meta), path(run, stageAs: 'staged/*'), path(convergence, stageAs: 'convergence/*'), path(dataset, stageAs: 'dataset/*')
@@ -25,6 +24,7 @@ process ANALYZE {
     def args = task.ext.args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus}
+    export MPLCONFIGDIR="\$PWD/.cache/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba" XDG_CACHE_HOME="\$PWD/.cache"
     hetfield analyze ${run} --epoch auto --convergence ${convergence} --data ${dataset} --out analysis_${meta.id} ${args}
 
     cat <<-END_VERSIONS > versions.yml

@@ -8,7 +8,6 @@
 process CONVERGENCE {
     tag "${meta.id}"
     label 'process_medium'
-    container params.container
 
     input:
     tuple val(meta), path(run)
@@ -21,6 +20,7 @@ process CONVERGENCE {
     def args = task.ext.args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus}
+    export MPLCONFIGDIR="\$PWD/.cache/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba" XDG_CACHE_HOME="\$PWD/.cache"
     hetfield convergence ${run} --out convergence_${meta.id} ${args}
 
     cat <<-END_VERSIONS > versions.yml

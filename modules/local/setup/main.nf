@@ -8,7 +8,6 @@
 process SETUP {
     tag "${meta.id}"
     label 'process_medium'
-    container params.container
 
     input:
     tuple val(meta), path(particles), path(datadir)
@@ -21,6 +20,7 @@ process SETUP {
     def args = task.ext.args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus}
+    export MPLCONFIGDIR="\$PWD/.cache/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba" XDG_CACHE_HOME="\$PWD/.cache"
     hetfield setup dataset_${meta.id} --particles ${particles} --datadir ${datadir} ${args}
 
     cat <<-END_VERSIONS > versions.yml

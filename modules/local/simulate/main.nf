@@ -8,7 +8,6 @@
 process SIMULATE {
     tag "${meta.id}"
     label 'process_low'
-    container params.container
 
     input:
     val meta
@@ -21,6 +20,7 @@ process SIMULATE {
     def args = task.ext.args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus}
+    export MPLCONFIGDIR="\$PWD/.cache/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba" XDG_CACHE_HOME="\$PWD/.cache"
     hetfield simulate simulated_${meta.id} ${args}
 
     cat <<-END_VERSIONS > versions.yml

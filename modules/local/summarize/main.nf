@@ -8,7 +8,6 @@
 process SUMMARIZE {
     tag "sweep"
     label 'process_low'
-    container params.container
 
     input:
     path runs
@@ -23,6 +22,7 @@ process SUMMARIZE {
     def args = task.ext.args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus}
+    export MPLCONFIGDIR="\$PWD/.cache/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba" XDG_CACHE_HOME="\$PWD/.cache"
     hetfield sweep summarize ${runs} ${convergence} ${analysis} --out summary ${args}
 
     cat <<-END_VERSIONS > versions.yml

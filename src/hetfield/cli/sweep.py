@@ -91,3 +91,19 @@ def summarize_cmd(
     path, doc = summarize(list(dirs), out, truth=truth)
     best = doc.get("recommended")
     typer.echo(f"{doc['n_runs']} runs; recommended: {best or 'none'} → {path / 'summary.html'}")
+
+
+@app.command("config")
+def config_cmd(
+    plan_file: Path = typer.Argument(..., metavar="PLAN", help="Plan CSV from `hetfield sweep plan`."),
+    run_id: str = typer.Option(..., "--run-id", help="The run (a run_id of the plan)."),
+    out: Path = typer.Option(..., "--out", "-o", help="YAML file to write, for `hetfield train RUN --data DATASET --config FILE`."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML of training options shared by every run (plan columns override it), as for `sweep run`."),
+) -> None:
+    """Write one run's training settings as `sweep run` would train them (the Nextflow TRAIN step uses this)."""
+    from hetfield.sweep.run_config import write_run_config
+    from hetfield.train.config import load_config_file
+
+    base = load_config_file(config) if config else None
+    cfg = write_run_config(plan_file, run_id, out, base=base)
+    typer.echo(f"{run_id}: {cfg.epochs} epochs, zdim {cfg.zdim}, beta {cfg.effective_beta:g}, {cfg.n_classes} class(es), batch {cfg.batch_size} → {out}", err=True)

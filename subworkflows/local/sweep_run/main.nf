@@ -1,0 +1,35 @@
+/*
+ * SWEEP_RUN: the chain of one run, TRAIN → CONVERGENCE → ANALYZE (at the recommended epoch), for
+ * every run it is given: what `hetfield sweep run` does for each plan row on one machine.
+ *
+ *   take: [ meta (id, run_id, plan columns, dataset), dataset dir, plan.csv ]   one per run
+ *   emit: results  [ meta, run dir, convergence dir, analysis dir, batch size used ]
+ *         versions versions.yml of every task
+ */
+
+include { TRAIN       } from '../../../modules/local/train'
+include { CONVERGENCE } from '../../../modules/local/convergence'
+include { ANALYZE     } from '../../../modules/local/analyze'
+
+workflow SWEEP_RUN {
+    take:
+    ch_runs
+
+    main:
+    TRAIN(ch_runs)
+    CONVERGENCE(TRAIN.out.run)
+
+    // The dataset is staged into ANALYZE (not read from the path the run records, which is the
+    // TRAIN task's): it holds the particle table the STAR exports are written from.
+    ch_datasets = ch_runs.map { meta, dataset, plan -> [meta, dataset] }
+    ANALYZE(TRAIN.out.run.join(CONVERGENCE.out.convergence).join(ch_datasets))
+
+    ch_results = TRAIN.out.run
+        .join(CONVERGENCE.out.convergence)
+        .join(ANALYZE.out.analysis)
+        .join(TRAIN.out.batch_size)
+
+    emit:
+    results = ch_results
+    versions = TRAIN.out.versions.mix(CONVERGENCE.out.versions, ANALYZE.out.versions)
+}
