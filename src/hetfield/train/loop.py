@@ -348,7 +348,7 @@ def train(
             if model.scores is not None and epoch == cfg.class_init_epochs > 0 and first == 0:
                 from hetfield.model.class_init import initialise_classes
 
-                initialise_classes(model, opt, ds, cfg, device, log)
+                initialise_classes(model, opt, ds, cfg, device, log, particles=train_particles)
                 resp.copy_(torch.softmax(model.scores.scores.detach(), -1))
             consensus = model.scores is not None and epoch < cfg.class_init_epochs
             hold = model.scores is not None and cfg.class_init_epochs > 0 and cfg.class_init_epochs <= epoch < cfg.class_init_epochs + cfg.class_hold_epochs
