@@ -167,7 +167,10 @@ class Reconstruction(nn.Module):
             enc_in, enc_mask = self.encoder_input(batch, yk_c, ymk_c, ctf, keep, rot)
             mu, logvar = self.encoder(enc_in, enc_mask)
             if sample and self.training:
-                eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+                # The noise generator lives on the CPU whatever the device (its state then resumes
+                # on any device, bit-exactly); the draws are tiny (P, zdim).
+                gen_device = generator.device if generator is not None else mu.device
+                eps = torch.randn(mu.shape, generator=generator, device=gen_device, dtype=mu.dtype).to(mu.device)
                 z = mu + eps * torch.exp(0.5 * logvar)
             else:
                 z = mu
