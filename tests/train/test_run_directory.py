@@ -66,6 +66,15 @@ def test_resume_takes_a_noise_generator_state_saved_on_another_device(tiny, one_
     assert "another device type" in run.log_path.read_text()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_run_moves_between_cpu_and_cuda(tiny, one_epoch, tmp_path):
+    run = _copy(one_epoch, tmp_path / "run")
+    _resume(run.path, tiny, epochs=2, device="cuda")
+    _resume(run.path, tiny, epochs=3, device="cpu")
+    assert run.epochs() == [1, 2, 3] and [m["epoch"] for m in run.metrics()] == [1, 2, 3]
+    assert "another device type" not in run.log_path.read_text()
+
+
 # -- item 9: --config with --load, and the defaults in --help -------------------------------------
 def test_config_with_load_applies_resumable_settings_and_refuses_others(tiny, one_epoch, tmp_path):
     run = _copy(one_epoch, tmp_path / "run")

@@ -74,3 +74,17 @@ def test_held_out_particles_take_no_part_in_the_em_start(tiny, tmp_path, monkeyp
     assert (gate[~latent["held_out"]].max(1) > 0.9).all()  # the training particles got their EM prior
     metrics = RunDir(tmp_path / "run").metrics()
     assert all(np.isfinite(m["val_data_loss"]) for m in metrics)
+
+
+def test_weights_saved_with_the_dense_score_table_still_load(tiny):
+    """Runs trained before the table became an embedding stay analysable (``load_trained``)."""
+    ds = Dataset.open(tiny)
+    cfg = TrainConfig(**TINY).validate()
+    model, _ = build_model(ds, cfg)
+    with torch.no_grad():
+        model.scores.scores.uniform_()
+    old = dict(model.state_dict())
+    old["scores.scores"] = old.pop("scores.table.weight")
+    fresh, _ = build_model(ds, cfg)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.scores.scores, model.scores.scores)

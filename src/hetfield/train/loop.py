@@ -430,7 +430,13 @@ def train(
         lock = exclusive_lock(
             run.path / LOCK_NAME, f"run directory {run.path}", RunError, "wait for that training to finish (or stop it), or train into another directory"
         )
-        with lock:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(lock)
+            except OSError as err:  # a filesystem without locks (some network mounts)
+                if created:
+                    _remove_if_empty(run)
+                raise RunError(f"{run.path / LOCK_NAME}: cannot lock the run directory ({err.strerror}); train on a local or lock-capable filesystem") from None
             try:
                 if flag.get("signum"):
                     name = _signal_name(flag["signum"])

@@ -130,7 +130,7 @@ class RunDir:
 
         if not self.metrics_path.is_file():
             return 0
-        lines = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.metrics_path.read_text(errors="replace").splitlines() if line.strip()]
         kept, seen = [], set()
         for line in lines:
             try:
@@ -165,7 +165,7 @@ class RunDir:
         if not self.metrics_path.is_file():
             return []
         rows = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
             line = line.strip()
             if not line:
                 continue
