@@ -112,8 +112,104 @@ def test_sigterm_from_outside_saves_and_exits(tiny, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "--load latest" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err  # one line: what happened, how to go on
+    assert "stopped by SIGTERM" in err and "--load latest" in err
     run = RunDir(tmp_path / "run")
     assert run.resume_path.is_file() or run.epochs()
     done = run_cli("train", tmp_path / "run", "--data", tiny, "--load", "latest", "--epochs", str(len(run.metrics()) + 1), "--quiet")
     assert done.returncode == 0, done.stderr
+
+
+# -- signals in every phase (issue 9, item 5) -----------------------------------------------------
+# K = 2 with an encoder and held-out particles, so that one run has every phase: the consensus
+# epoch, the EM class start (epoch 2), validation and the latent pass.
+PHASES = dict(n_classes=2, class_init_epochs=1, val_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def straight_phases(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight") / "run"
+    train(out, tiny, TrainConfig(**PHASES, **TINY))
+    return RunDir(out)
+
+
+def _signal_once(monkeypatch, owner, name, when=lambda *a, **k: True):
+    """Wrap ``owner.name`` to send SIGINT to this process the first time ``when(...)`` holds; count
+    the calls made after the signal (a phase that checks its flag makes none)."""
+    original = getattr(owner, name)
+    seen = {"sent": False, "after": 0}
+
+    def wrapped(*args, **kwargs):
+        if seen["sent"]:
+            seen["after"] += 1
+        elif when(*args, **kwargs):
+            seen["sent"] = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+    return seen
+
+
+def _resume_and_compare(tiny, run: RunDir, straight: RunDir, cfg) -> None:
+    train(run.path, tiny, cfg, load="latest")
+    assert not run.resume_path.exists()
+    assert [m["epoch"] for m in run.metrics()] == [1, 2, 3]
+    _assert_same_run(straight, run, 3)
+    for key in ("val_data_loss", "class_change_fraction", "class_occupancy"):
+        assert [m.get(key) for m in run.metrics()] == [m.get(key) for m in straight.metrics()], key
+
+
+def test_a_signal_during_the_em_start_stops_it_at_once(tiny, tmp_path, monkeypatch, straight_phases):
+    import hetfield.model.class_init as class_init
+
+    cfg = TrainConfig(**PHASES, **TINY)
+    sent = _signal_once(monkeypatch, class_init, "_batch_statistics")
+    solves = _signal_once(monkeypatch, class_init, "_solve_spd", when=lambda *a: False)  # counts EM iterations
+    with pytest.raises(Interrupted) as stop:
+        train(tmp_path / "run", tiny, cfg)
+    assert sent["sent"] and sent["after"] == 0 and solves["after"] == 0  # no EM iteration ran after the signal
+    assert stop.value.signum == signal.SIGINT and stop.value.exit_code == 128 + signal.SIGINT
+    run = RunDir(tmp_path / "run")
+    state = torch.load(run.resume_path, weights_only=True)
+    assert state["epoch"] == 1 and state["sums"] is None  # the start of epoch 2, before the EM start
+    monkeypatch.undo()
+    _resume_and_compare(tiny, run, straight_phases, cfg)
+
+
+@pytest.mark.parametrize(
+    "phase, epoch",
+    [("validation", 2), ("latents", 2), ("validation", 3), ("latents", 3)],  # epoch 3 is the last
+)
+def test_a_signal_during_validation_or_the_latent_pass_is_honoured(tiny, tmp_path, monkeypatch, straight_phases, phase, epoch):
+    from hetfield.model.reconstruction import Reconstruction
+
+    cfg = TrainConfig(**PHASES, **TINY)
+    run = RunDir(tmp_path / "run")
+    done = lambda: len(run.metrics()) >= epoch - 1 and run.epochs() == list(range(1, epoch))  # noqa: E731
+    if phase == "validation":  # the held-out particles' forward pass: sample=False, training mode off
+        sent = _signal_once(monkeypatch, Reconstruction, "forward", when=lambda self, batch, **kw: done() and not kw.get("sample", True))
+    else:
+        sent = _signal_once(monkeypatch, Reconstruction, "embed", when=lambda *a, **k: done())
+    with pytest.raises(Interrupted):
+        train(run.path, tiny, cfg)
+    assert sent["sent"]
+    # Stopped within the phase: the epoch was not saved and training did not go on.
+    assert run.epochs() == list(range(1, epoch))
+    state = torch.load(run.resume_path, weights_only=True)
+    assert state["epoch"] == epoch - 1 and int(state["sums"][3]) == 12  # every training particle of the epoch
+    monkeypatch.undo()
+    _resume_and_compare(tiny, run, straight_phases, cfg)
+
+
+def test_a_signal_during_the_last_checkpoint_still_stops_with_its_code(tiny, tmp_path, monkeypatch):
+    import hetfield.train.loop as loop
+
+    cfg = TrainConfig(**{**TINY, "epochs": 2})
+    run = RunDir(tmp_path / "run")
+    sent = _signal_once(monkeypatch, loop, "save_checkpoint", when=lambda path, state: path.name == "weights.2.pt")
+    with pytest.raises(Interrupted) as stop:
+        train(run.path, tiny, cfg)
+    assert sent["sent"] and stop.value.exit_code == 128 + signal.SIGINT
+    assert "the run is complete" in str(stop.value)
+    assert run.epochs() == [1, 2] and not run.resume_path.exists()

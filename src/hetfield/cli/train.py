@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from hetfield.train.config import TrainConfig, option_default_text
+
 _ARCH = "Architecture"
 _OPT = "Optimisation"
 _HET = "Heterogeneity"
@@ -14,76 +16,86 @@ _IMG = "Imaging"
 _RUN = "Run"
 
 
+def _help(name: str, text: str) -> str:
+    """An option's help with its default, read from :class:`TrainConfig` (the one source of defaults).
+
+    The bracket is escaped: rich markup would otherwise take ``[default: …]`` for a style and drop it.
+    """
+    return f"{text} \\[default: {option_default_text(name)}]"
+
+
 def train(
     run: Path = typer.Argument(..., help="Run directory to create (or resume with --load)."),
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory (from `hetfield setup`)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training options; command-line options override it."),
-    zdim: Optional[int] = typer.Option(None, "--zdim", help="Latent dimension; 0 trains a homogeneous model per class. [default: 8]", rich_help_panel=_HET),
-    beta: Optional[float] = typer.Option(None, "--beta", help="KL weight of the encoder (prior weight of autodecoder latents). [default: 1/zdim]", rich_help_panel=_HET),
-    n_classes: Optional[int] = typer.Option(None, "--n-classes", help="Number of neural fields K; K > 1 learns a class per particle. [default: 1]", rich_help_panel=_HET),
-    std_noise: Optional[float] = typer.Option(None, "--std-noise", help="Noise standard deviation of the class likelihood, in normalised data units (data have unit variance). [default: 1.0]", rich_help_panel=_HET),
-    class_init_epochs: Optional[int] = typer.Option(None, "--class-init-epochs", help="K > 1: epochs of one consensus field before the classes start from low-resolution EM (0: start from identical fields). [default: 1]", rich_help_panel=_HET),
-    class_hold_epochs: Optional[int] = typer.Option(None, "--class-hold-epochs", help="K > 1: epochs after the EM start in which each field trains on its EM class only, before the posterior may move particles. [default: 2]", rich_help_panel=_HET),
-    conf_estimation: Optional[str] = typer.Option(None, "--conf-estimation", help="Latent source: encoder, autodecoder or none. [default: encoder]", rich_help_panel=_HET),
-    pose_estimation: Optional[str] = typer.Option(None, "--pose-estimation", help="Poses: fixed (from the input) or refine (per-image pose table). [default: fixed]", rich_help_panel=_HET),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (passes over all particles). [default: 20]", rich_help_panel=_OPT),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Particles per batch (each with all its tilt images). [default: 4]", rich_help_panel=_OPT),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the fields. [default: 3e-3]", rich_help_panel=_OPT),
-    lr_encoder: Optional[float] = typer.Option(None, "--lr-encoder", help="Learning rate of the encoder. [default: 1e-3]", rich_help_panel=_OPT),
-    lr_latent: Optional[float] = typer.Option(None, "--lr-latent", help="Learning rate of autodecoder latents (lazy Adam: one step per visit). [default: 0.1]", rich_help_panel=_OPT),
-    lr_score_table: Optional[float] = typer.Option(None, "--lr-score-table", help="Learning rate of the class score table (K > 1). [default: 1e-2]", rich_help_panel=_OPT),
-    lr_pose: Optional[float] = typer.Option(None, "--lr-pose", help="Learning rate of the pose table (--pose-estimation refine; shifts in units of box/4 pixels). [default: 3e-3]", rich_help_panel=_OPT),
-    pose_warmup_epochs: Optional[int] = typer.Option(None, "--pose-warmup-epochs", help="--pose-estimation refine: epochs the fields learn from the input poses before the poses move. [default: 2]", rich_help_panel=_OPT),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of particles held out of training to measure the validation loss (none below 20 particles, none for autodecoder latents). [default: 0.05]", rich_help_panel=_OPT),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay of the networks. [default: 0]", rich_help_panel=_OPT),
-    dose_weight: Optional[bool] = typer.Option(None, "--dose-weight/--no-dose-weight", help="Apply the exposure (dose) filter to predictions. [default: on]", rich_help_panel=_IMG),
-    tilt_weight: Optional[bool] = typer.Option(None, "--tilt-weight/--no-tilt-weight", help="Weight each image's error by cos(tilt). [default: on]", rich_help_panel=_IMG),
-    dose_mask: Optional[bool] = typer.Option(None, "--dose-mask/--no-dose-mask", help="Skip frequencies exposed beyond 2.51284·Ne(s). [default: on]", rich_help_panel=_IMG),
-    field_hidden: Optional[int] = typer.Option(None, "--field-hidden", help="Width of each field's MLP. [default: 256]", rich_help_panel=_ARCH),
-    field_layers: Optional[int] = typer.Option(None, "--field-layers", help="Layers of each field's MLP. [default: 3]", rich_help_panel=_ARCH),
-    pe_features: Optional[int] = typer.Option(None, "--pe-features", help="Gaussian Fourier features of the 3D frequency. [default: 64]", rich_help_panel=_ARCH),
-    pe_sigma: Optional[float] = typer.Option(None, "--pe-sigma", help="Spread of the Fourier features as a fraction of the box. [default: 0.25]", rich_help_panel=_ARCH),
-    enc_hidden: Optional[int] = typer.Option(None, "--enc-hidden", help="Width of the encoder MLPs. [default: 256]", rich_help_panel=_ARCH),
-    enc_layers: Optional[int] = typer.Option(None, "--enc-layers", help="Hidden layers of the encoder MLPs. [default: 2]", rich_help_panel=_ARCH),
-    enc_embed: Optional[int] = typer.Option(None, "--enc-embed", help="Per-image embedding size before pooling. [default: 128]", rich_help_panel=_ARCH),
-    enc_grid: Optional[int] = typer.Option(None, "--enc-grid", help="Points per axis of the encoder's back-projection grid. [default: 8]", rich_help_panel=_ARCH),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (initialisation, batch order, latent noise). [default: 0]", rich_help_panel=_RUN),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N. [default: auto]", rich_help_panel=_RUN),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 mixed precision on GPU. [default: on]", rich_help_panel=_RUN),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Save weights and latents every N epochs (the last is always saved). [default: 1]", rich_help_panel=_RUN),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch. [default: torch's choice]", rich_help_panel=_RUN),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of training options; command-line options override it. With --load it may change only the settings a resume may change."),
+    zdim: Optional[int] = typer.Option(None, "--zdim", help=_help("zdim", "Latent dimension; 0 trains a homogeneous model per class."), rich_help_panel=_HET),
+    beta: Optional[float] = typer.Option(None, "--beta", help=_help("beta", "KL weight of the encoder (prior weight of autodecoder latents)."), rich_help_panel=_HET),
+    n_classes: Optional[int] = typer.Option(None, "--n-classes", help=_help("n_classes", "Number of neural fields K; K > 1 learns a class per particle."), rich_help_panel=_HET),
+    std_noise: Optional[float] = typer.Option(None, "--std-noise", help=_help("std_noise", "Noise standard deviation of the class likelihood, in normalised data units (data have unit variance)."), rich_help_panel=_HET),
+    class_init_epochs: Optional[int] = typer.Option(None, "--class-init-epochs", help=_help("class_init_epochs", "K > 1: epochs of one consensus field before the classes start from low-resolution EM (0: start from identical fields)."), rich_help_panel=_HET),
+    class_hold_epochs: Optional[int] = typer.Option(None, "--class-hold-epochs", help=_help("class_hold_epochs", "K > 1: epochs after the EM start in which each field trains on its EM class only, before the posterior may move particles."), rich_help_panel=_HET),
+    conf_estimation: Optional[str] = typer.Option(None, "--conf-estimation", help=_help("conf_estimation", "Latent source: encoder, autodecoder or none."), rich_help_panel=_HET),
+    pose_estimation: Optional[str] = typer.Option(None, "--pose-estimation", help=_help("pose_estimation", "Poses: fixed (from the input) or refine (per-image pose table)."), rich_help_panel=_HET),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=_help("epochs", "Epochs (passes over all particles)."), rich_help_panel=_OPT),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=_help("batch_size", "Particles per batch (each with all its tilt images)."), rich_help_panel=_OPT),
+    lr: Optional[float] = typer.Option(None, "--lr", help=_help("lr", "Learning rate of the fields."), rich_help_panel=_OPT),
+    lr_encoder: Optional[float] = typer.Option(None, "--lr-encoder", help=_help("lr_encoder", "Learning rate of the encoder."), rich_help_panel=_OPT),
+    lr_latent: Optional[float] = typer.Option(None, "--lr-latent", help=_help("lr_latent", "Learning rate of autodecoder latents (lazy Adam: one step per visit)."), rich_help_panel=_OPT),
+    lr_score_table: Optional[float] = typer.Option(None, "--lr-score-table", help=_help("lr_score_table", "Learning rate of the class score table (K > 1)."), rich_help_panel=_OPT),
+    lr_pose: Optional[float] = typer.Option(None, "--lr-pose", help=_help("lr_pose", "Learning rate of the pose table (--pose-estimation refine; shifts in units of box/4 pixels)."), rich_help_panel=_OPT),
+    pose_warmup_epochs: Optional[int] = typer.Option(None, "--pose-warmup-epochs", help=_help("pose_warmup_epochs", "--pose-estimation refine: epochs the fields learn from the input poses before the poses move."), rich_help_panel=_OPT),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help=_help("val_fraction", "Share of particles held out of training to measure the validation loss (none below 20 particles, none for autodecoder latents)."), rich_help_panel=_OPT),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=_help("weight_decay", "AdamW weight decay of the networks."), rich_help_panel=_OPT),
+    dose_weight: Optional[bool] = typer.Option(None, "--dose-weight/--no-dose-weight", help=_help("dose_weight", "Apply the exposure (dose) filter to predictions."), rich_help_panel=_IMG),
+    tilt_weight: Optional[bool] = typer.Option(None, "--tilt-weight/--no-tilt-weight", help=_help("tilt_weight", "Weight each image's error by cos(tilt)."), rich_help_panel=_IMG),
+    dose_mask: Optional[bool] = typer.Option(None, "--dose-mask/--no-dose-mask", help=_help("dose_mask", "Skip frequencies exposed beyond 2.51284·Ne(s)."), rich_help_panel=_IMG),
+    field_hidden: Optional[int] = typer.Option(None, "--field-hidden", help=_help("field_hidden", "Width of each field's MLP."), rich_help_panel=_ARCH),
+    field_layers: Optional[int] = typer.Option(None, "--field-layers", help=_help("field_layers", "Layers of each field's MLP."), rich_help_panel=_ARCH),
+    pe_features: Optional[int] = typer.Option(None, "--pe-features", help=_help("pe_features", "Gaussian Fourier features of the 3D frequency."), rich_help_panel=_ARCH),
+    pe_sigma: Optional[float] = typer.Option(None, "--pe-sigma", help=_help("pe_sigma", "Spread of the Fourier features as a fraction of the box."), rich_help_panel=_ARCH),
+    enc_hidden: Optional[int] = typer.Option(None, "--enc-hidden", help=_help("enc_hidden", "Width of the encoder MLPs."), rich_help_panel=_ARCH),
+    enc_layers: Optional[int] = typer.Option(None, "--enc-layers", help=_help("enc_layers", "Hidden layers of the encoder MLPs."), rich_help_panel=_ARCH),
+    enc_embed: Optional[int] = typer.Option(None, "--enc-embed", help=_help("enc_embed", "Per-image embedding size before pooling."), rich_help_panel=_ARCH),
+    enc_grid: Optional[int] = typer.Option(None, "--enc-grid", help=_help("enc_grid", "Points per axis of the encoder's back-projection grid."), rich_help_panel=_ARCH),
+    seed: Optional[int] = typer.Option(None, "--seed", help=_help("seed", "Random seed (initialisation, batch order, latent noise)."), rich_help_panel=_RUN),
+    device: Optional[str] = typer.Option(None, "--device", help=_help("device", "auto, cpu, cuda or cuda:N."), rich_help_panel=_RUN),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help=_help("amp", "bf16 mixed precision on GPU."), rich_help_panel=_RUN),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help=_help("checkpoint_every", "Save weights and latents every N epochs (the last is always saved)."), rich_help_panel=_RUN),
+    threads: Optional[int] = typer.Option(None, "--threads", help=_help("threads", "CPU threads for torch."), rich_help_panel=_RUN),
     load: Optional[str] = typer.Option(None, "--load", help="Resume: 'latest' (the newest state, mid-epoch included) or an epoch number.", rich_help_panel=_RUN),
-    force: bool = typer.Option(False, "--force", help="Start over in a directory that already holds a run.", rich_help_panel=_RUN),
+    force: bool = typer.Option(False, "--force", help="Start over in a directory that already holds a run (with --load N: discard what was trained after epoch N).", rich_help_panel=_RUN),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines.", rich_help_panel=_RUN),
 ) -> None:
-    """Train K neural fields on a prepared dataset (tomoDRGN's train_vae, Hydra's mixture, cryoDRGN's train_vae/train_nn)."""
+    """Train K neural fields on a prepared dataset (tomoDRGN's train_vae, Hydra's mixture, cryoDRGN's train_vae/train_nn).
+
+    With --load, the run's stored settings apply; --config and options may change only epochs,
+    batch_size, device, threads, amp and checkpoint_every (any other difference is an error).
+    """
     import sys
 
     from hetfield.cli._common import command_line
-    from hetfield.train.config import TrainConfig, resolve_config
-    from hetfield.train.loop import Interrupted
+    from hetfield.errors import Interrupted
+    from hetfield.train.config import resolve_config
+    from hetfield.train.loop import resume_config
     from hetfield.train.loop import train as run_training
 
     overrides = {k: v for k, v in locals().items() if k in TrainConfig.__dataclass_fields__}
+    sources = None
     if load is not None:
-        from hetfield.train.rundir import RunDir
-
-        stored = RunDir(run).config()["train"]
-        base = {**stored, **{k: v for k, v in overrides.items() if v is not None}}
-        cfg = resolve_config(None, base)
+        cfg, sources = resume_config(run, config, overrides)
     else:
         cfg = resolve_config(config, overrides)
 
     from rich.console import Console
 
     console = Console(stderr=True)
-    echo = None if quiet else (lambda msg: console.print(msg, highlight=False))
+    echo = None if quiet else (lambda msg: console.print(msg, highlight=False, markup=False, soft_wrap=True))
     with _TrainProgress(enabled=not quiet and console.is_terminal, console=console) as progress:
         try:
-            run_training(run, data, cfg, load=load, force=force, command=command_line(), echo=echo, progress=progress.update)
-        except Interrupted as stop:
-            console.print(f"[yellow]{stop}[/]; checkpoint saved, continue with: hetfield train {run} --data {data} --load latest")
-            sys.exit(128 + stop.signum)
+            run_training(run, data, cfg, load=load, force=force, command=command_line(), echo=echo, progress=progress.update, sources=sources)
+        except Interrupted as stop:  # not an error: one line saying where it stopped and how to go on
+            print(f"hetfield: {stop}", file=sys.stderr)
+            sys.exit(stop.exit_code)
 
 
 class _TrainProgress:

@@ -16,6 +16,11 @@ classification does, we start from EM on coarse maps:
    with the highest penalised likelihood wins, and its maps classify every particle;
 4. the result becomes the prior of the score table, and every field restarts from the consensus.
 
+Only training particles take part: held-out (validation) particles are neither fitted nor given an
+EM prior (their scores stay uniform), or the validation loss would see a partition learned from them.
+Every loop calls ``check()`` (the trainer's signal check), so a stop request is honoured within a
+batch or an EM iteration, before anything of the model has changed.
+
 The fields then specialise on their particles and the calibrated posterior refines the partition.
 """
 
@@ -83,10 +88,12 @@ class LowResStatistics:
     indices are ``particles (P,)``.
     """
 
-    def __init__(self, model, batches, box: int, dose_weight: bool, dose_mask: bool, device):
+    def __init__(self, model, batches, box: int, dose_weight: bool, dose_mask: bool, device, check=None):
         grid, n_low = _lowres_grid(model, box, device)
         parts, cols = [], ([], [], [], [])
         for batch in batches:
+            if check is not None:
+                check()
             batch = batch.to(device)
             parts.append(batch.particles)
             for acc, x in zip(cols, _batch_statistics(model, batch, grid, n_low, dose_weight, dose_mask)):
@@ -110,7 +117,7 @@ def _solve_spd(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(x).to(rhs.device)
 
 
-def em_classes(stats: LowResStatistics, n_classes: int, seed: int = 0, restarts: int = EM_RESTARTS, iterations: int = EM_ITERATIONS):
+def em_classes(stats: LowResStatistics, n_classes: int, seed: int = 0, restarts: int = EM_RESTARTS, iterations: int = EM_ITERATIONS, check=None):
     """Best of ``restarts`` EM runs (highest penalised likelihood): ``(maps (K, J), noise variance)``."""
     n, j = stats.b.shape
     k = n_classes
@@ -124,6 +131,8 @@ def em_classes(stats: LowResStatistics, n_classes: int, seed: int = 0, restarts:
         resp = -torch.log(torch.rand(n, k, generator=gen, dtype=dtype)).to(device)
         resp = resp / resp.sum(1, keepdim=True)
         for _ in range(iterations):
+            if check is not None:
+                check()
             lhs = (resp.T.to(stats.A.dtype) @ stats.A.reshape(n, -1)).reshape(k, j, j).double() + ridge * eye
             maps = _solve_spd(lhs, resp.T @ stats.b)
             err = stats.residual_energy(maps).clamp_min(0.0)
@@ -155,28 +164,32 @@ def restart_fields_from_consensus(model, optimizer) -> None:
 
 
 @torch.no_grad()
-def lowres_em_labels(model, ds, cfg, device) -> np.ndarray:
-    """Labels ``(N,)`` of every particle from EM on a subset (steps 2–3 of the module docstring)."""
+def lowres_em_labels(model, ds, cfg, device, particles=None, check=None) -> np.ndarray:
+    """Labels ``(N,)`` from EM on a subset of ``particles`` (default all; steps 2–3 of the module
+    docstring); particles outside ``particles`` get ``-1``."""
     from hetfield.data.batching import ParticleBatches
 
     k = model.shape.n_classes
-    rng = np.random.default_rng(cfg.seed + 101)
     n = ds.n_particles
-    subset = np.sort(rng.choice(n, size=min(n, EM_MAX_PARTICLES), replace=False))
+    particles = np.arange(n) if particles is None else np.sort(np.asarray(particles, dtype=np.int64))
+    rng = np.random.default_rng(cfg.seed + 101)
+    subset = particles[np.sort(rng.choice(len(particles), size=min(len(particles), EM_MAX_PARTICLES), replace=False))]
 
-    def batches(particles):
-        loader = ParticleBatches(ds, model.points, 16, shuffle=False, prefetch=False, particles=particles, dose_mask=cfg.dose_mask)
+    def batches(chosen):
+        loader = ParticleBatches(ds, model.points, 16, shuffle=False, prefetch=False, particles=chosen, dose_mask=cfg.dose_mask)
         return loader.epoch(0)
 
-    stats = LowResStatistics(model, batches(subset), ds.box, cfg.dose_weight, cfg.dose_mask, device)
-    maps, var = em_classes(stats, k, seed=cfg.seed)
-    labels = np.zeros(n, dtype=np.int64)
+    stats = LowResStatistics(model, batches(subset), ds.box, cfg.dose_weight, cfg.dose_mask, device, check=check)
+    maps, var = em_classes(stats, k, seed=cfg.seed, check=check)
+    labels = np.full(n, -1, dtype=np.int64)
     labels[stats.particles.cpu().numpy()] = stats.residual_energy(maps).argmin(1).cpu().numpy()
     del stats
     grid, n_low = _lowres_grid(model, ds.box, device)
-    rest = np.setdiff1d(np.arange(n), subset)
+    rest = np.setdiff1d(particles, subset)
     if len(rest):
         for batch in batches(rest):
+            if check is not None:
+                check()
             batch = batch.to(device)
             a, b, yy, _ = _batch_statistics(model, batch, grid, n_low, cfg.dose_weight, cfg.dose_mask)
             labels[batch.particles.cpu().numpy()] = residual_energy(a, b, yy, maps).argmin(1).cpu().numpy()
@@ -184,21 +197,30 @@ def lowres_em_labels(model, ds, cfg, device) -> np.ndarray:
 
 
 @torch.no_grad()
-def initialise_classes(model, optimizer, ds, cfg, device, log=None) -> np.ndarray:
-    """Steps 2–4 of the module docstring; returns the initial labels of every particle."""
+def initialise_classes(model, optimizer, ds, cfg, device, log=None, particles=None, check=None) -> np.ndarray:
+    """Steps 2–4 of the module docstring for ``particles`` (the training particles; default all);
+    returns the labels (``-1`` for the others, whose scores stay uniform).
+
+    ``check()`` may raise to stop; the model is changed only after the last check.
+    """
     was_training = model.training
     model.eval()
-    labels = lowres_em_labels(model, ds, cfg, device)
+    try:
+        labels = lowres_em_labels(model, ds, cfg, device, particles=particles, check=check)
+    finally:
+        model.train(was_training)
     k = model.shape.n_classes
-    scores = torch.zeros(ds.n_particles, k, device=model.scores.scores.device)
-    scores[torch.arange(ds.n_particles), torch.as_tensor(labels, device=scores.device)] = SCORE_STRENGTH
-    model.scores.scores.copy_(scores)
-    state = optimizer.state.get(model.scores.scores, {})
-    for key in ("exp_avg", "exp_avg_sq"):
-        if key in state:
-            state[key].zero_()
+    table = model.scores.scores
+    fitted = np.flatnonzero(labels >= 0)
+    scores = torch.zeros(ds.n_particles, k, device=table.device)
+    scores[torch.as_tensor(fitted, device=table.device), torch.as_tensor(labels[fitted], device=table.device)] = SCORE_STRENGTH
+    table.copy_(scores)
+    optimizer.reset_moments(table)
     restart_fields_from_consensus(model, optimizer)
-    model.train(was_training)
     if log is not None:
-        log(f"classes initialised by low-resolution EM ({EM_RESTARTS} restarts): sizes {np.bincount(labels, minlength=k).tolist()}")
+        held = ds.n_particles - len(fitted)
+        log(
+            f"classes initialised by low-resolution EM ({EM_RESTARTS} restarts): sizes {np.bincount(labels[fitted], minlength=k).tolist()}"
+            + (f"; {held} held-out particles keep uniform scores" if held else "")
+        )
     return labels

@@ -106,13 +106,11 @@ class Reconstruction(nn.Module):
         return f * self.amplitude_at(q)[:, None, :, None]
 
     # -- parameter groups with their own learning rates ------------------------------------------
-    def parameter_groups(self, lr: float, lr_score_table: float, weight_decay: float, lr_encoder: float | None = None):
-        """AdamW groups: fields, encoder and score table (latent and pose tables: see train.optim)."""
+    def parameter_groups(self, lr: float, weight_decay: float, lr_encoder: float | None = None):
+        """AdamW groups: fields and encoder (latent, score and pose tables: lazy Adam, see train.optim)."""
         groups = [{"params": list(self.fields.parameters()), "lr": lr, "weight_decay": weight_decay, "name": "fields"}]
         if self.encoder is not None:
             groups.append({"params": list(self.encoder.parameters()), "lr": lr if lr_encoder is None else lr_encoder, "weight_decay": weight_decay, "name": "encoder"})
-        if self.scores is not None:
-            groups.append({"params": list(self.scores.parameters()), "lr": lr_score_table, "weight_decay": 0.0, "name": "scores"})
         return groups
 
     # -- pieces ----------------------------------------------------------------------------------
@@ -169,7 +167,10 @@ class Reconstruction(nn.Module):
             enc_in, enc_mask = self.encoder_input(batch, yk_c, ymk_c, ctf, keep, rot)
             mu, logvar = self.encoder(enc_in, enc_mask)
             if sample and self.training:
-                eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+                # The noise generator lives on the CPU whatever the device (its state then resumes
+                # on any device, bit-exactly); the draws are tiny (P, zdim).
+                gen_device = generator.device if generator is not None else mu.device
+                eps = torch.randn(mu.shape, generator=generator, device=gen_device, dtype=mu.dtype).to(mu.device)
                 z = mu + eps * torch.exp(0.5 * logvar)
             else:
                 z = mu

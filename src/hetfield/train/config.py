@@ -70,9 +70,12 @@ class TrainConfig:
     def effective_conf_estimation(self) -> str:
         return "none" if self.zdim == 0 else self.conf_estimation
 
-    def validate(self) -> "TrainConfig":
+    def validate(self, where: str | None = None) -> "TrainConfig":
+        """Check every value; ``where`` names a stored file the values came from (else the options)."""
+
         def bad(option: str, message: str):
-            raise ConfigError(f"--{option.replace('_', '-')} {getattr(self, option)!r}: {message}")
+            name = f"{where}: train.{option}" if where else f"--{option.replace('_', '-')}"
+            raise ConfigError(f"{name} {getattr(self, option)!r}: {message}")
 
         ints_min = {
             "zdim": 0, "n_classes": 1, "epochs": 1, "batch_size": 1, "field_hidden": 1, "field_layers": 1,
@@ -84,7 +87,7 @@ class TrainConfig:
                 bad(name, "must be a whole number")
             if v < lo:
                 bad(name, f"must be at least {lo}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
             bad("threads", "must be a whole number of at least 1")
         if self.lr_encoder is not None and (isinstance(self.lr_encoder, bool) or not isinstance(self.lr_encoder, (int, float)) or not self.lr_encoder > 0):
             bad("lr_encoder", "must be a positive number")
@@ -105,7 +108,14 @@ class TrainConfig:
             bad("class_init_epochs", f"must be smaller than --epochs {self.epochs}: the classes are learned after it")
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 0.5:
             bad("val_fraction", "must be in [0, 0.5): the share of particles held out to measure generalisation")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+        for name in ("dose_weight", "tilt_weight", "dose_mask", "amp"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be true or false")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            bad("seed", "must be a whole number")
+        if not isinstance(self.device, str):
+            bad("device", "choose auto, cpu, cuda or cuda:N")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
             bad("weight_decay", "must be zero or positive")
         if self.conf_estimation not in CONF_ESTIMATION:
             bad("conf_estimation", f"choose one of {', '.join(CONF_ESTIMATION)}")
@@ -124,6 +134,21 @@ class TrainConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+
+# What a default of None means, for the help text (the defaults themselves come from TrainConfig).
+_NONE_MEANS = {"beta": "1/zdim", "lr_encoder": "the same as --lr", "threads": "torch's choice"}
+
+
+def option_default_text(name: str) -> str:
+    """The default of option ``name`` as ``train --help`` shows it, read from :class:`TrainConfig`."""
+    value = {f.name: f.default for f in fields(TrainConfig)}[name]
+    if value is None:
+        return _NONE_MEANS[name]
+    if isinstance(value, bool):
+        return f"--{name.replace('_', '-')}" if value else f"--no-{name.replace('_', '-')}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -6,8 +6,16 @@ RUN/run.log          human log
 RUN/metrics.jsonl    one JSON object per epoch
 RUN/weights.N.pt     model + optimiser + RNG state after epoch N (torch.load(weights_only=True))
 RUN/latent.N.npz     per-particle latents, class probabilities, refined poses after epoch N
-RUN/resume.pt        mid-epoch state written on SIGINT/SIGTERM (removed once the epoch completes)
+RUN/resume.pt        state written on SIGINT/SIGTERM between checkpoints (removed once an epoch completes)
+RUN/.lock            held by the one ``train`` writing the run (flock: released when it dies)
 ```
+
+Order of an epoch's files: the metrics line, then ``latent.N.npz``, then ``weights.N.pt`` (an
+epoch exists once both are there). A kill can therefore leave metrics rows after the last
+checkpoint, never a checkpoint without its row; resuming from epoch N drops the rows after N
+(:meth:`RunDir.keep_metrics_through`) before training them again, so each epoch appears once.
+A run with no checkpoint and no ``resume.pt`` is *unstarted* (killed before its first save): it
+simply starts again.
 """
 
 from __future__ import annotations
@@ -21,7 +29,10 @@ from typing import Any
 from hetfield.errors import RunError
 
 CHECKPOINT_FORMAT = 1
+LOCK_NAME = ".lock"
 _WEIGHTS = re.compile(r"^weights\.(\d+)\.pt$")
+_OURS = re.compile(r"^(config\.yaml|run\.log|metrics\.jsonl|resume\.pt|\.lock|weights\.\d+\.pt|latent\.\d+\.npz)$")
+_DAMAGED = "restore it, or start the run over with --force"
 
 
 class RunDir:
@@ -69,11 +80,70 @@ class RunDir:
             return {}
         try:
             data = yaml.safe_load(self.config_path.read_text())
-        except yaml.YAMLError:
-            raise RunError(f"{self.config_path}: unreadable YAML") from None
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise RunError(f"{self.config_path}: unreadable YAML; {_DAMAGED}") from None
         if not isinstance(data, dict):
-            raise RunError(f"{self.config_path}: not a hetfield run configuration")
+            raise RunError(f"{self.config_path}: not a hetfield run configuration (expected a mapping); {_DAMAGED}")
         return data
+
+    def train_settings(self) -> dict[str, Any]:
+        """The stored training settings, checked: every option present, of the right type."""
+        from hetfield.errors import ConfigError
+        from hetfield.train.config import FIELD_NAMES, TrainConfig
+
+        data = self.config()
+        train = data.get("train")
+        if not isinstance(train, dict):
+            raise RunError(f"{self.config_path}: no 'train' settings; {_DAMAGED}")
+        missing = [k for k in FIELD_NAMES if k not in train]
+        unknown = sorted(set(map(str, train)) - set(FIELD_NAMES))
+        if missing or unknown:
+            what = "; ".join(x for x in (f"missing train.{', train.'.join(missing)}" if missing else "", f"unknown train.{', train.'.join(unknown)}" if unknown else "") if x)
+            raise RunError(f"{self.config_path}: {what}; {_DAMAGED}")
+        try:
+            TrainConfig(**train).validate(where=str(self.config_path))
+        except ConfigError as err:
+            raise RunError(f"{err}; {_DAMAGED}") from None
+        return dict(train)
+
+    def dataset_fingerprint(self) -> str:
+        dataset = self.config().get("dataset")
+        fingerprint = dataset.get("fingerprint") if isinstance(dataset, dict) else None
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise RunError(f"{self.config_path}: no dataset.fingerprint; {_DAMAGED}")
+        return fingerprint
+
+    def started(self) -> bool:
+        """A checkpoint or ``resume.pt`` exists: there is trained state to lose or resume."""
+        return bool(self.epochs()) or self.resume_path.is_file()
+
+    def foreign_entries(self) -> list[Path]:
+        """Entries that no ``train`` writes (the user's own files): never ours to delete or overwrite."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if not _OURS.match(p.name) and not p.name.startswith(("analysis.", "convergence")))
+
+    def keep_metrics_through(self, epoch: int) -> int:
+        """Rewrite metrics.jsonl with the rows of epochs ``1..epoch`` only (once each); return how
+        many rows were dropped (rows of epochs trained after the state being resumed, or repeats)."""
+        from hetfield.io.atomic import write_text_atomic
+
+        if not self.metrics_path.is_file():
+            return 0
+        lines = [line for line in self.metrics_path.read_text(errors="replace").splitlines() if line.strip()]
+        kept, seen = [], set()
+        for line in lines:
+            try:
+                row = json.loads(line)
+                e = int(row["epoch"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a torn line of a killed writer
+            if e <= epoch and e not in seen:
+                seen.add(e)
+                kept.append(line)
+        if len(kept) != len(lines):
+            write_text_atomic(self.metrics_path, "".join(f"{line}\n" for line in kept))
+        return len(lines) - len(kept)
 
     def epochs(self) -> list[int]:
         """Epochs with a saved checkpoint *and* latent file, ascending."""
@@ -95,7 +165,7 @@ class RunDir:
         if not self.metrics_path.is_file():
             return []
         rows = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
             line = line.strip()
             if not line:
                 continue
@@ -106,13 +176,24 @@ class RunDir:
         return rows
 
     def latent(self, epoch: int) -> dict[str, Any]:
+        import zipfile
+
         import numpy as np
 
         path = self.latent_path(epoch)
         if not path.is_file():
             raise RunError(f"{path}: no latent file for epoch {epoch}; available epochs: {self.epochs() or 'none'}")
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        damaged = f"{path}: damaged latent file"
+        todo = f"delete it and weights.{epoch}.pt, then resume the run with --load latest to train the epoch again"
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                out = {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:  # ValueError: pickled object arrays
+            raise RunError(f"{damaged} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'truncated'}); {todo}") from None
+        rows = {k: v.shape[0] for k, v in out.items() if k in ("z_mu", "z_logvar", "class_probs", "class_idx", "held_out") and v.ndim >= 1}
+        if "class_probs" not in out or len(set(rows.values())) > 1 or any(v.dtype == object for v in out.values()):
+            raise RunError(f"{damaged} (arrays missing or of inconsistent shapes: {rows}); {todo}")
+        return out
 
     def resolve_epoch(self, epoch: int | str | None) -> int:
         """``None``/``"last"`` → the last saved epoch; an int must exist."""
@@ -138,36 +219,41 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     write_atomic(path, lambda p: torch.save(state, p))
 
 
+_STATE_KEYS = {"epoch": int, "model": dict, "optimizer": dict, "train": dict, "shape": dict}
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     import torch
 
     if not path.is_file():
         raise RunError(f"{path}: no such checkpoint")
+    what = "delete it to resume from the last epoch" if path.name == "resume.pt" else "delete it (and its latent file) and resume from an earlier epoch"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged files
-        raise RunError(f"{path}: unreadable checkpoint ({type(err).__name__}); delete it and resume from an earlier epoch") from None
+        raise RunError(f"{path}: unreadable checkpoint ({type(err).__name__}, a truncated or damaged file); {what}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path}: not a hetfield checkpoint of format {CHECKPOINT_FORMAT}")
+        raise RunError(f"{path}: not a hetfield checkpoint of format {CHECKPOINT_FORMAT}; {what}")
+    bad = [k for k, t in _STATE_KEYS.items() if not isinstance(state.get(k), t) or isinstance(state.get(k), bool)]
+    if bad or state["epoch"] < 0:
+        raise RunError(f"{path}: damaged checkpoint (missing or malformed {', '.join(bad) or 'epoch'}); {what}")
     return state
 
 
-def find_checkpoint(run: RunDir, load: str) -> Path:
-    """``latest`` → the newest state (a mid-epoch ``resume.pt`` if newer than the last epoch); N → epoch N."""
+def find_checkpoint(run: RunDir, load: str) -> Path | None:
+    """``latest`` → the newest state (``resume.pt`` if newer than the last epoch), or None for an
+    unstarted run; N → epoch N."""
     if load == "latest":
         last = run.last_epoch()
         if run.resume_path.is_file():
             resume = load_checkpoint(run.resume_path)
             if last is None or resume["epoch"] >= last:
                 return run.resume_path
-        if last is None:
-            raise RunError(f"{run.path}: nothing to resume (no checkpoint yet); start without --load")
-        return run.weights_path(last)
+        return None if last is None else run.weights_path(last)
     try:
         n = int(load)
     except ValueError:
         raise RunError(f"--load {load!r}: give 'latest' or an epoch number") from None
-    path = run.weights_path(n)
-    if not path.is_file():
-        raise RunError(f"--load {n}: {path} does not exist; saved epochs: {run.epochs() or 'none'}")
-    return path
+    if n not in run.epochs():
+        raise RunError(f"--load {n}: epoch {n} was not saved in {run.path}; saved epochs: {', '.join(map(str, run.epochs())) or 'none'}")
+    return run.weights_path(n)
