@@ -142,6 +142,7 @@ def check_output_location(
     kind: str = "directory",
     marker: str | None = None,
     protect: tuple = (),
+    hint: str = "",
 ) -> None:
     """Refuse, before any work, an output ``path`` that cannot be written (:class:`ConfigError`).
 
@@ -152,7 +153,8 @@ def check_output_location(
 
     An existing, non-empty directory is replaced only if it holds ``marker`` (the file this command
     writes: a previous output of it); ``protect`` lists inputs (a run, a dataset) that the output
-    must neither be nor contain, since replacing the output would delete them.
+    must neither be nor contain, since replacing the output would delete them. ``hint`` is added to
+    the advice when the location is unusable (e.g. "or pass --out DIR" for a default location).
     """
     import tempfile
     from pathlib import Path
@@ -192,4 +194,4 @@ def check_output_location(
             reason = f"cannot create directories in {parent}: {reason}"
         else:
             reason = f"cannot write in {parent}: {reason}"
-        raise ConfigError(f"{label}: {reason}; {advice}") from None
+        raise ConfigError(f"{label}: {reason}; {advice}{hint}") from None

@@ -420,7 +420,8 @@ def run_analysis(
         suffix = "" if len(classes) == ctx.n_classes else f".class_{classes[0]}"
         out = ctx.run.path / f"analysis.{e}{suffix}"
     out = Path(out)
-    check_output_location(out, "--out" if out_given else "output directory", marker="summary.json", protect=_inputs(ctx))
+    check_output_location(out, "--out" if out_given else "output directory", hint="" if out_given else " (or pass --out DIR)",
+                          marker="summary.json", protect=_inputs(ctx))
     truth = load_truth(truth_dir) if truth_dir is not None else None
     ctx.latent(e)  # a damaged latent file stops here, before any work
     dev = resolve_device(device)

@@ -426,7 +426,8 @@ def run_convergence(
         raise ConfigError(f"--every {every}: give a positive number of epochs")
     ctx = open_run(run_path, data=data)
     out = Path(out) if out is not None else ctx.run.path / "convergence"
-    check_output_location(out, "--out" if out_given else "output directory", marker="convergence.json", protect=_inputs(ctx))
+    check_output_location(out, "--out" if out_given else "output directory", hint="" if out_given else " (or pass --out DIR)",
+                          marker="convergence.json", protect=_inputs(ctx))
     truth = load_truth(truth_dir) if truth_dir is not None else None
     for e in ctx.run.epochs():  # every saved epoch is read: a damaged one stops here, before any work
         ctx.latent(e)
