@@ -196,3 +196,26 @@ def npy_objects(path: str) -> Mutation:
         np.save(ws / path, arr, allow_pickle=True)
 
     return apply
+
+
+def checkpoint_change(path: str, change: Callable[[dict], None]) -> Mutation:
+    """Rewrite a ``weights.N.pt`` after ``change(state)`` edits its plain dict of tensors."""
+
+    def apply(ws: Path) -> None:
+        import torch
+
+        p = ws / path
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        change(state)
+        torch.save(state, p)
+
+    return apply
+
+
+def grow_first_tensor(state: dict) -> None:
+    """The model's first parameter one row larger: a checkpoint of another architecture."""
+    import torch
+
+    name = next(iter(state["model"]))
+    t = state["model"][name]
+    state["model"][name] = torch.zeros((t.shape[0] + 1, *t.shape[1:]), dtype=t.dtype)

@@ -32,8 +32,8 @@ import pytest
 
 from helpers import run_cli
 from mutations import (
-    chain, chmod, delete, edit, npy_objects, npz_change, nothing, star_drop_column, star_rename_column, star_set_value,
-    truncate, write, yaml_del, yaml_set,
+    chain, checkpoint_change, chmod, delete, edit, grow_first_tensor, npy_objects, npz_change, nothing, star_drop_column,
+    star_rename_column, star_set_value, truncate, write, yaml_del, yaml_set,
 )
 
 RO = "/sys/hetfield-corpus"
@@ -150,6 +150,8 @@ CASES = [
     C("analyze/out-not-writable", nothing, f"analyze run --out {RO}/an {Q}", [RO, "no permission"]),
     C("analyze/out-contains-the-run", nothing, f"analyze run --out . {Q}", ["--out .", "would replace the input"]),
     C("analyze/config-zdim-differs-from-weights", yaml_set("run/config.yaml", "model.zdim", 3), f"analyze run {Q}", [LAT, "z_mu", "zdim 3"]),
+    C("analyze/weights-of-another-shape", checkpoint_change(W, grow_first_tensor), f"analyze run {Q}", ["weights.2.pt", "not a model", "remove it"]),
+    C("analyze/config-without-model-and-dataset", yaml_del("run/config.yaml", "model", "dataset"), f"analyze run {Q}", ["config.yaml", "model.", "missing"]),
     C("analyze/config-pixel-size-negative", yaml_set("run/config.yaml", "dataset.pixel_size_A", -8), f"analyze run {Q}", ["config.yaml", "pixel_size_A"]),
     # -- volumes -----------------------------------------------------------------------------------------------
     C("volumes/out-under-a-file", nothing, "volumes run --out notes.txt/v --class-idx 0 -q", ["notes.txt", "is a file, not a directory"]),
@@ -161,6 +163,8 @@ CASES = [
     C("volumes/z-pickled-npy", npy_objects("z.npy"), "volumes run --out v --z z.npy -q", ["--z z.npy"]),
     C("volumes/index-out-of-range", write("i.txt", "0\n12\n"), "volumes run --out v --particle-index i.txt -q", ["i.txt", "12", "0..11"]),
     C("volumes/latent-truncated", truncate(LAT), "volumes run --out v --class-idx 0 -q", [LAT, "unreadable"]),
+    C("volumes/latent-object-array", npz_change(LAT, class_idx=lambda c: np.array([c, None], dtype=object)), "volumes run --out v --class-idx 0 -q", [LAT, "pickled"]),
+    C("volumes/config-no-particle-count", yaml_del("run/config.yaml", "model.n_particles", "dataset.n_particles"), "volumes run --out v --class-idx 0 -q", ["config.yaml", "n_particles", "missing"]),
     C("volumes/weights-truncated", truncate(W), "volumes run --out v --class-idx 0 -q", ["weights.2.pt"]),
     C("volumes/nothing-to-decode", nothing, "volumes run --out v -q", ["nothing to decode", "--class-idx"]),
     C("volumes/odd-box", nothing, "volumes run --out v --class-idx 0 --box 15 -q", ["--box 15", "even"]),

@@ -55,7 +55,7 @@ def run_status(run_dir: Path, epochs: int) -> RunStatus:
             rec = int(json.loads(conv.read_text())["recommended_epoch"])
             summary = run_dir / f"analysis.{rec}" / "summary.json"
             analysed = summary.is_file() and summary.stat().st_mtime >= conv.stat().st_mtime
-        except (ValueError, KeyError, json.JSONDecodeError):
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError):  # a damaged convergence.json: redo it
             analysed = False
     return RunStatus(run_dir.name, trained, checked, analysed)
 
