@@ -16,7 +16,9 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import signal
 import sys
+from typing import NoReturn
 
 import typer
 
@@ -63,8 +65,6 @@ def _interruptible(func):
         try:
             return func(*args, **kwargs)
         except KeyboardInterrupt:
-            import signal
-
             raise Interrupted(
                 "interrupted (Ctrl-C); outputs are written whole or not at all, so nothing half-written is left: "
                 "run the command again to redo it (train continues with --load latest)",
@@ -104,7 +104,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _error(message: str, code: int) -> None:
+def _error(message: str, code: int) -> NoReturn:
     print(f"hetfield: error: {_one_line(message)}", file=sys.stderr)
     sys.exit(code)
 
@@ -137,14 +137,14 @@ def _report(err: BaseException) -> None:
     if isinstance(err, HetfieldError):
         _error(str(err), err.exit_code)
     if isinstance(err, KeyboardInterrupt):
-        _error("interrupted (Ctrl-C); run the command again to redo it", EXIT_SIGNAL_BASE + 2)
+        _error("interrupted (Ctrl-C); run the command again to redo it", EXIT_SIGNAL_BASE + signal.SIGINT)
     if isinstance(err, BrokenPipeError):
         # The reader of our output went away (`hetfield inspect … | head`): nothing to say to it.
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
-        sys.exit(EXIT_SIGNAL_BASE + 13)
+        sys.exit(EXIT_SIGNAL_BASE + signal.SIGPIPE)
     if isinstance(err, OSError):
         _error(f"{os_error_message(err)} (run again with {DEBUG_VARIABLE}=1 for the traceback)", EXIT_OS_ERROR)
     if isinstance(err, MemoryError):
