@@ -108,7 +108,7 @@ CASES = [
     C("train/config-bad-yaml", write("base.yaml", "epochs: [2\n"), "train new --data ds --config base.yaml", ["base.yaml", "YAML"]),
     C("train/config-with-load", write("base.yaml", "epochs: 3\n"), "train run --data ds --config base.yaml --load latest", ["--config", "--load"], B),
     C("train/existing-run", nothing, "train run --data ds --epochs 1", ["run", "--load latest", "--force"]),
-    C("train/load-nothing", nothing, "train new --data ds --load latest", ["new", "start without --load"], B),
+    C("train/load-unsaved-epoch", nothing, "train run --data ds --load 7", ["--load 7", "saved epochs"], B_ADVICE),
     C("train/cuda-absent", nothing, "train new --data ds --device cuda", ["--device cuda", "cpu"], B),
     C("train/out-under-a-file", nothing, "train notes.txt/run --data ds", ["notes.txt", "not a directory"], B),
     C("train/dataset-images-truncated", truncate("ds/images.npy"), "train new --data ds", ["images.npy"], A),
