@@ -42,7 +42,7 @@ def test_not_a_run(tmp_path, command):
 
 @pytest.mark.slow
 def test_bad_epochs_classes_and_files(run_mixture, tmp_path):
-    assert_usage_error(cli("analyze", run_mixture, "--epoch", "99", "-q"), "epoch 99 was not saved")
+    assert_usage_error(cli("analyze", run_mixture, "--epoch", "99", "-q"), "--epoch 99: not saved", "saved epochs: ")
     assert_usage_error(cli("analyze", run_mixture, "--epoch", "soon", "-q"), "--epoch 'soon'")
     assert_usage_error(cli("analyze", run_mixture, "--class-idx", "2", "-q"), "--class-idx 2", "0..1")
     assert_usage_error(cli("analyze", run_mixture, "--class-idx", "first", "-q"), "--class-idx 'first'")

@@ -88,12 +88,12 @@ def test_grid_file(tmp_path):
 
 def test_plan_file_errors(tmp_path):
     bad = tmp_path / "plan.csv"
-    bad.write_text("run_id,zdim\nok,4\nok,8\n")
+    bad.write_text("run_id,beta,zdim,n_classes\nok,0,4,1\nok,0,8,1\n")
     with pytest.raises(ConfigError, match="appears twice"):
         read_plan(bad)
-    bad.write_text("run_id,zdim\n../escape,4\n")
+    bad.write_text("run_id,beta,zdim,n_classes\n../escape,0,4,1\n")
     with pytest.raises(ConfigError, match="safe directory name"):
         read_plan(bad)
-    bad.write_text("run_id,zdim\nok,four\n")
-    with pytest.raises(ConfigError, match="line 2"):
+    bad.write_text("run_id,beta,zdim,n_classes\nok,0,four,1\n")
+    with pytest.raises(ConfigError, match="line 2.*zdim takes a whole number"):
         read_plan(bad)

@@ -64,12 +64,14 @@ def resolve_epoch(ctx, epoch: str | int | None, convergence: str | Path | None =
             raise RunError(f"{path}: recommended epoch {rec} is not saved in {run.path} (saved: {', '.join(map(str, run.epochs()))}); run `hetfield convergence` again")
         return rec, f"auto: recommended by {path} ({doc.get('verdict', '?')})", notes
     if str(epoch).lower() in ("last", "latest"):
-        return run.resolve_epoch("last"), "last", notes
+        return run.epochs()[-1], "last", notes
     try:
         e = int(epoch)
     except (TypeError, ValueError):
         raise ConfigError(f"--epoch {epoch!r}: give an epoch number, 'last' or 'auto'") from None
-    return run.resolve_epoch(e), "given", notes
+    from hetfield.analysis.context import saved_epoch
+
+    return saved_epoch(ctx, e), "given", notes
 
 
 def resolve_classes(class_idx: str | int | None, n_classes: int) -> list[int]:
@@ -80,7 +82,7 @@ def resolve_classes(class_idx: str | int | None, n_classes: int) -> list[int]:
     except (TypeError, ValueError):
         raise ConfigError(f"--class-idx {class_idx!r}: give a class number 0..{n_classes - 1} or 'all'") from None
     if not 0 <= c < n_classes:
-        raise ConfigError(f"--class-idx {c}: this run has {n_classes} class(es), numbered 0..{n_classes - 1}; or pass 'all'")
+        raise ConfigError(f"--class-idx {c}: this run has {n_classes} class(es); give one of 0..{n_classes - 1}, or 'all'")
     return [c]
 
 
@@ -143,7 +145,7 @@ def analyze_epoch(
     from hetfield.analysis.volumes import write_volume
 
     t0 = time.perf_counter()
-    lat = ctx.run.latent(epoch)
+    lat = ctx.latent(epoch)
     kk = ctx.n_classes
     zdim = ctx.zdim
     cls = np.asarray(lat["class_idx"], np.int64)
@@ -151,7 +153,8 @@ def analyze_epoch(
     probs = np.asarray(lat.get("class_probs", np.ones((n, 1))), np.float64)
     z = np.asarray(lat["z_mu"], np.float64) if zdim and "z_mu" in lat else None
     if zdim and z is None:
-        raise RunError(f"{ctx.run.latent_path(epoch)}: no z_mu although the run has zdim {zdim}; the latent file is damaged")
+        raise RunError(f"{ctx.run.latent_path(epoch)}: no z_mu although the run has zdim {zdim}; the latent file is damaged: "
+                       "remove it to use the other saved epochs, or train the run again")
     notes: list[str] = []
     ds = ctx.dataset
     rows_of = _particle_rows(ds)
@@ -399,8 +402,10 @@ def run_analysis(
     """``hetfield analyze``: build ``out`` atomically; return it and ``summary.json``'s dict."""
     from hetfield import __version__
     from hetfield.analysis.analyze_report import write_report
+    from hetfield.analysis.context import inputs as _inputs
     from hetfield.analysis.context import now, open_run, plain, resolve_device
     from hetfield.analysis.truth import load_truth
+    from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_json_atomic
 
     if k < 1:
@@ -410,12 +415,16 @@ def run_analysis(
     ctx = open_run(run_path, data=data)
     e, how, notes = resolve_epoch(ctx, epoch, convergence)
     classes = resolve_classes(class_idx, ctx.n_classes)
-    dev = resolve_device(device)
-    truth = load_truth(truth_dir) if truth_dir is not None else None
+    out_given = out is not None
     if out is None:
         suffix = "" if len(classes) == ctx.n_classes else f".class_{classes[0]}"
         out = ctx.run.path / f"analysis.{e}{suffix}"
     out = Path(out)
+    check_output_location(out, "--out" if out_given else "output directory", hint="" if out_given else " (or pass --out DIR)",
+                          marker="summary.json", protect=_inputs(ctx))
+    truth = load_truth(truth_dir) if truth_dir is not None else None
+    ctx.latent(e)  # a damaged latent file stops here, before any work
+    dev = resolve_device(device)
     with atomic_directory(out, replace=True) as tmp:
         (tmp / "latent").mkdir()
         res = analyze_epoch(ctx, tmp, e, classes, k=k, truth=truth, use_umap=use_umap, device=dev, n_traversal=n_traversal, progress=progress)

@@ -52,7 +52,7 @@ def select_images(ds, particles: np.ndarray | None = None, max_images: int | Non
     particles = np.asarray(particles, np.int64)
     bad = particles[(particles < 0) | (particles >= n)]
     if bad.size:
-        raise InputError(f"particle index {int(bad[0])} is out of range: the dataset has {n} particles (0..{n - 1})")
+        raise InputError(f"particle index {int(bad[0])} is out of range: the dataset has {n} particles; give 0-based indices 0..{n - 1}")
     particles = np.unique(particles)
     counts = offsets[particles + 1] - offsets[particles]
     if max_images is not None:
@@ -169,7 +169,7 @@ def backproject(
     d = ds.box
     particles, images = select_images(ds, particles, max_images)
     if particles.size < 2:
-        raise InputError(f"{ds.path}: backprojection needs at least 2 particles (one per half map); {particles.size} selected")
+        raise InputError(f"{ds.path}: backprojection needs at least 2 particles (one per half map); {particles.size} selected: select more with --particles or --max-images")
     part_of_image = np.asarray(ds.arrays["particle"], np.int64)[images]
     halves = [images[part_of_image % 2 == 0], images[part_of_image % 2 == 1]]
     if min(h.size for h in halves) == 0:

@@ -57,11 +57,13 @@ def run_backproject(
     from hetfield.analysis.report import Link, Report
     from hetfield.analysis.volumes import lowpass, write_volume
     from hetfield.data.dataset import Dataset
+    from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_bytes_atomic, write_json_atomic, write_text_atomic
     from hetfield.io.mrc import read_volume
 
     if max_images is not None and max_images < 1:
         raise ConfigError(f"--max-images {max_images}: give a positive number of images")
+    check_output_location(out, "--out", marker="backproject.json", protect=(dataset,))
     ds = Dataset.open(dataset)
     apix = ds.pixel_size_A
     if lowpass_A is not None and not lowpass_A >= 2 * apix:

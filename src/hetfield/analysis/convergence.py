@@ -70,14 +70,33 @@ def analysed_epochs(saved: list[int], every: int) -> list[int]:
     return sorted(chosen)
 
 
-def _loss_series(metrics: list[dict]) -> dict[int, dict]:
+_NUMERIC_METRICS = ("loss", "data_loss", "val_data_loss", "kl", "seconds", "images_per_s", "mean_max_prob", "class_change_fraction")
+
+
+def _loss_series(metrics: list[dict], notes: list[str] | None = None, source: str = "metrics.jsonl") -> dict[int, dict]:
+    """``epoch → metrics row``; rows without an epoch, and values that are not numbers, are left out
+    (and said in ``notes``): a hand-edited or foreign line must not become a loss."""
+    import math
+
     by_epoch: dict[int, dict] = {}
+    skipped_rows, dropped = 0, set()
     for row in metrics:
-        if isinstance(row, dict) and "epoch" in row:
-            try:
-                by_epoch[int(row["epoch"])] = row
-            except (TypeError, ValueError):
-                continue
+        epoch = row.get("epoch") if isinstance(row, dict) else None
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or not float(epoch).is_integer() or epoch < 1:
+            skipped_rows += 1
+            continue
+        clean = dict(row)
+        for key in _NUMERIC_METRICS:
+            v = clean.get(key)
+            if key in clean and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                if v is not None:
+                    dropped.add(key)
+                del clean[key]
+        by_epoch[int(epoch)] = clean
+    if notes is not None and skipped_rows:
+        notes.append(f"{source}: {skipped_rows} line(s) without a valid epoch number were ignored")
+    if notes is not None and dropped:
+        notes.append(f"{source}: values of {', '.join(sorted(dropped))} that are not finite numbers were ignored")
     return by_epoch
 
 
@@ -106,12 +125,20 @@ def compute(
     run = ctx.run
     saved = run.epochs()
     chosen = analysed_epochs(saved, every)
-    metrics = _loss_series(run.metrics())
-    latents = {e: run.latent(e) for e in saved}
+    notes = list(ctx.notes)
+    metrics = _loss_series(run.metrics(), notes, str(run.metrics_path))
+    latents = {e: ctx.latent(e) for e in saved}
     zdim = ctx.zdim
     k = ctx.n_classes
     n = next(iter(latents.values()))["class_idx"].shape[0]
-    notes = list(ctx.notes)
+    after = sorted(e for e in metrics if e > saved[-1])
+    if after:
+        span = f"{after[0]}" if len(after) == 1 else f"{after[0]}–{after[-1]}"
+        notes.append(
+            f"metrics.jsonl records epoch(s) {span} after the last checkpoint (epoch {saved[-1]}): training stopped between "
+            f"the metrics line and the checkpoint, or --checkpoint-every skipped them; they are shown, but only saved epochs "
+            f"can be recommended (resume with `hetfield train {run.path} --data DATASET --load latest` to save them)"
+        )
 
     # -- per saved epoch -------------------------------------------------------------------------
     rows: dict[int, dict[str, Any]] = {}
@@ -314,7 +341,9 @@ def decide(epoch_rows: list[dict], saved: list[int], analysed: list[int], k: int
             "verdict": "too few epochs",
             "reasons": [f"only {len(saved)} saved epoch(s); convergence needs at least {th['min_epochs']} to judge — train longer"],
         }
-    rec = next(e for e in saved if _settled_after(rows, e, True, k, zdim)[0])
+    # Epochs after the last checkpoint (metrics only) may still move: then no saved epoch settles and
+    # the last one is the recommendation ("still moving").
+    rec = next((e for e in saved if _settled_after(rows, e, True, k, zdim)[0]), last)
     reasons: list[str] = []
     overfit: list[str] = []
     overfit_epoch = None
@@ -385,17 +414,24 @@ def run_convergence(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """``hetfield convergence``: build ``out`` (default ``RUN/convergence``) atomically; return it and the JSON."""
+    from hetfield.analysis.context import inputs as _inputs
     from hetfield.analysis.context import open_run, resolve_device
     from hetfield.analysis.convergence_report import write_outputs
     from hetfield.analysis.truth import load_truth
+    from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory
 
+    out_given = out is not None
     if every < 1:
         raise ConfigError(f"--every {every}: give a positive number of epochs")
     ctx = open_run(run_path, data=data)
-    dev = resolve_device(device)
-    truth = load_truth(truth_dir) if truth_dir is not None else None
     out = Path(out) if out is not None else ctx.run.path / "convergence"
+    check_output_location(out, "--out" if out_given else "output directory", hint="" if out_given else " (or pass --out DIR)",
+                          marker="convergence.json", protect=_inputs(ctx))
+    truth = load_truth(truth_dir) if truth_dir is not None else None
+    for e in ctx.run.epochs():  # every saved epoch is read: a damaged one stops here, before any work
+        ctx.latent(e)
+    dev = resolve_device(device)
     with atomic_directory(out, replace=True) as tmp:
         result = compute(ctx, tmp, every=every, truth=truth, use_umap=use_umap, device=dev, progress=progress)
         doc = write_outputs(ctx, result, tmp, truth=truth)

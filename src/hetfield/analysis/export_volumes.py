@@ -29,7 +29,7 @@ def read_rows(path: str | Path, what: str, option: str) -> np.ndarray:
     """A 2D float array from a ``.npy`` file or whitespace/comma-separated text (InputError otherwise)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{option} {path}: no such file")
+        raise InputError(f"{option} {path}: no such file; check the path")
     try:
         if path.suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -44,20 +44,20 @@ def read_rows(path: str | Path, what: str, option: str) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[None, :] if what == "latent points" else arr[:, None]
     if arr.ndim != 2 or arr.size == 0:
-        raise InputError(f"{option} {path}: expected a table of {what}, got an array of shape {arr.shape}")
+        raise InputError(f"{option} {path}: expected a table of {what}, got an array of shape {arr.shape}; give one row per line")
     if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr.astype(np.float64)).all():
-        raise InputError(f"{option} {path}: {what} must be finite numbers")
+        raise InputError(f"{option} {path}: {what} must be finite numbers; fix the NaN/inf or text entries")
     return arr.astype(np.float64)
 
 
 def read_indices(path: str | Path, n: int, option: str = "--particle-index") -> np.ndarray:
     arr = read_rows(path, "particle indices", option).ravel()
     if np.any(arr != np.round(arr)):
-        raise InputError(f"{option} {path}: particle indices must be whole numbers (0-based)")
+        raise InputError(f"{option} {path}: particle indices must be whole numbers; give 0-based indices, one per line")
     idx = arr.astype(np.int64)
     bad = idx[(idx < 0) | (idx >= n)]
     if bad.size:
-        raise InputError(f"{option} {path}: particle index {int(bad[0])} is out of range; the run has {n} particles (0..{n - 1})")
+        raise InputError(f"{option} {path}: particle index {int(bad[0])} is out of range: there are {n} particles; give 0-based indices 0..{n - 1}")
     return idx
 
 
@@ -68,7 +68,7 @@ def plan(ctx, epoch: int, z_file=None, class_idx: int | None = None, pc: int | N
 
     k, zdim = ctx.n_classes, ctx.zdim
     if class_idx is not None and not 0 <= class_idx < k:
-        raise ConfigError(f"--class-idx {class_idx}: this run has {k} class(es), numbered 0..{k - 1}")
+        raise ConfigError(f"--class-idx {class_idx}: this run has {k} class(es); give one of 0..{k - 1}")
     if z_file is not None and pc is not None:
         raise ConfigError("--z and --pc are alternatives: give one of them")
     if n < 1:
@@ -78,7 +78,7 @@ def plan(ctx, epoch: int, z_file=None, class_idx: int | None = None, pc: int | N
     def latent():
         nonlocal lat
         if lat is None:
-            lat = ctx.run.latent(epoch)
+            lat = ctx.latent(epoch)
         return lat
 
     if z_file is not None:
@@ -88,7 +88,7 @@ def plan(ctx, epoch: int, z_file=None, class_idx: int | None = None, pc: int | N
             raise ConfigError(f"--z: run {ctx.run_id} has no latent (zdim 0); use --class-idx instead")
         z = read_rows(z_file, "latent points", "--z")
         if z.shape[1] != zdim:
-            raise InputError(f"--z {z_file}: rows have {z.shape[1]} numbers; this run's latent has {zdim} (zdim)")
+            raise InputError(f"--z {z_file}: rows have {z.shape[1]} numbers; this run's latent has {zdim} (zdim): give {zdim} numbers per row")
         if k > 1 and class_idx is None:
             raise ConfigError(f"--z: run {ctx.run_id} has {k} classes; choose the class to decode with --class-idx")
         c = class_idx or 0
@@ -104,12 +104,12 @@ def plan(ctx, epoch: int, z_file=None, class_idx: int | None = None, pc: int | N
         if class_idx is not None:
             pool = pool[cls_all[pool] == class_idx]
             if pool.size == 0:
-                raise ConfigError(f"--class-idx {class_idx}: no particle of this class{' among --particle-index' if sel is not None else ''}")
+                raise ConfigError(f"--class-idx {class_idx}: no particle of this class{' among --particle-index' if sel is not None else ''}; choose another class")
         if pool.size < 2:
-            raise ConfigError(f"--pc {pc}: a traversal needs at least 2 particles; {pool.size} selected")
+            raise ConfigError(f"--pc {pc}: a traversal needs at least 2 particles; {pool.size} selected: select more particles")
         res = L.pca(z_all[pool])
         if not 1 <= pc <= res.n_components:
-            raise ConfigError(f"--pc {pc}: the latent of the selected particles has {res.n_components} principal component(s)")
+            raise ConfigError(f"--pc {pc}: the latent of the selected particles has {res.n_components} principal component(s); give --pc 1..{res.n_components}")
         tr = L.pc_traversal(z_all[pool], pc=pc, n=n, result=res)
         if class_idx is not None:
             classes = np.full(n, class_idx)
@@ -125,7 +125,7 @@ def plan(ctx, epoch: int, z_file=None, class_idx: int | None = None, pc: int | N
         if sel is not None:
             pool = np.intersect1d(pool, sel)
         if pool.size == 0:
-            raise ConfigError(f"--class-idx {class_idx}: no particle of this class{' among --particle-index' if sel is not None else ''}; nothing to decode")
+            raise ConfigError(f"--class-idx {class_idx}: no particle of this class{' among --particle-index' if sel is not None else ''}; nothing to decode: choose another class")
         rep = int(pool[L.nearest_particles(z_all[pool], z_all[pool].mean(0, keepdims=True))[0]])
         return {"mode": "class", "z": z_all[[rep]], "classes": np.array([class_idx]), "labels": [f"class {class_idx}"],
                 "info": {"class": class_idx, "particle": rep, "n_particles": int(pool.size)}}
@@ -152,18 +152,21 @@ def run_volumes(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     from hetfield import __version__
-    from hetfield.analysis.context import load_model, now, open_run, plain, resolve_device
+    from hetfield.analysis.context import load_model, now, open_run, plain, resolve_device, saved_epoch
     from hetfield.analysis.volumes import decode_volumes, output_voxel_size, postprocess, write_volume
+    from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_json_atomic
 
     if lowpass_A is not None and not lowpass_A > 0:
         raise ConfigError(f"--lowpass-A {lowpass_A}: give a positive resolution in Å")
     if box is not None and (box < 8 or box % 2):
         raise ConfigError(f"--box {box}: give an even box size of at least 8 pixels")
+    out = Path(out)
+    check_output_location(out, "--out", marker="volumes.json", protect=(run_path,))
     ctx = open_run(run_path)
     if str(epoch).lower() in ("auto",):
         raise ConfigError("--epoch auto is for `hetfield analyze`; give an epoch number or 'last'")
-    e = ctx.run.resolve_epoch(epoch)
+    e = saved_epoch(ctx, epoch)
     job = plan(ctx, e, z_file=z_file, class_idx=class_idx, pc=pc, n=n, particle_index=particle_index)
     voxel = output_voxel_size(ctx.pixel_size_A, ctx.box, box)
     if lowpass_A is not None and lowpass_A < 2 * voxel:
@@ -172,7 +175,6 @@ def run_volumes(
     model = load_model(ctx, e, dev)
     z = None if job["z"] is None else np.asarray(job["z"], np.float32)
     vols = decode_volumes(model, z, job["classes"], box=box, progress=progress)
-    out = Path(out)
     entries = []
     with atomic_directory(out, replace=True) as tmp:
         for i, v in enumerate(vols):

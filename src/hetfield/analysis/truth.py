@@ -81,10 +81,10 @@ def load_truth(path: str | Path) -> Truth:
         try:
             particles = pd.read_csv(csv)
         except (ValueError, OSError) as err:
-            raise InputError(f"{csv}: unreadable CSV ({err})") from None
+            raise InputError(f"{csv}: unreadable CSV ({err}); pass the truth/ folder written by `hetfield simulate`") from None
         for col in ("particle_name", "class"):
             if col not in particles.columns:
-                raise InputError(f"{csv}: no column {col!r}; is this a hetfield simulate truth file?")
+                raise InputError(f"{csv}: no column {col!r}; pass the truth/ folder written by `hetfield simulate`")
     maps = []
     for p in sorted(path.glob("*.mrc")):
         try:
@@ -102,5 +102,5 @@ def load_truth(path: str | Path) -> Truth:
             cls, t = int(m.group(1)), int(m.group(2)) / 100
         maps.append(TrueMap(name=p.stem, path=p, volume=vol, voxel_size_A=apix, true_class=cls, t=t))
     if particles is None and not maps:
-        raise InputError(f"--truth {path}: neither truth/particles.csv nor any .mrc map found there")
+        raise InputError(f"--truth {path}: neither truth/particles.csv nor any .mrc map found there; pass the simulation folder or a folder of true maps")
     return Truth(path=path, particles=particles, maps=maps)

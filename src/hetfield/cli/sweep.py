@@ -14,25 +14,6 @@ app = typer.Typer(
 )
 
 
-def _parse_sets(values: list[str] | None) -> dict:
-    """``--set key=value`` pairs → typed training options (YAML scalars: 8, 0.1, true)."""
-    import yaml
-
-    from hetfield.errors import ConfigError
-
-    out = {}
-    for item in values or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write option=value, e.g. --set epochs=20")
-        key, raw = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        try:
-            out[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: cannot read the value") from None
-    return out
-
-
 @app.command("plan")
 def plan(
     out: Path = typer.Option(..., "--out", "-o", help="Plan file to write (CSV, one row per run)."),
@@ -43,11 +24,13 @@ def plan(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="A fixed training option for every run, option=value (repeatable), e.g. --set epochs=20."),
 ) -> None:
     """Expand the grid into runs with deterministic, filesystem-safe run ids."""
+    from hetfield.errors import check_output_location
     from hetfield.io.atomic import write_text_atomic
-    from hetfield.sweep.plan import load_grid_file, make_plan
+    from hetfield.sweep.plan import load_grid_file, make_plan, parse_set
 
+    check_output_location(out, "--out", kind="file")
     axes, base = load_grid_file(grid) if grid else ({}, {})
-    base.update(_parse_sets(set_))
+    base.update(parse_set(set_))
     the_plan = make_plan(
         beta=beta if beta is not None else axes.get("beta"),
         zdim=zdim if zdim is not None else axes.get("zdim"),
@@ -89,6 +72,8 @@ def summarize_cmd(
     from hetfield.sweep.summary import summarize
 
     path, doc = summarize(list(dirs), out, truth=truth)
+    for problem in doc.get("damaged", []):
+        typer.echo(f"hetfield: warning: {problem}", err=True)
     best = doc.get("recommended")
     typer.echo(f"{doc['n_runs']} runs; recommended: {best or 'none'} → {path / 'summary.html'}")
 

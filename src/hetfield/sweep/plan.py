@@ -59,10 +59,117 @@ class Plan:
 
 def _csv_value(v):
     if v is None:
-        return ""
+        return "none"  # an option set to None (e.g. lr_encoder: the same as lr); an empty cell is an error
     if isinstance(v, float):
         return repr(v)
     return v
+
+
+# -- option values: typed as the training options they set ---------------------------------------------
+_NONE_WORDS = ("none", "null", "~")
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _option_types() -> dict[str, str]:
+    from hetfield.train.config import TrainConfig
+
+    return {f.name: str(f.type) for f in fields(TrainConfig)}
+
+
+def _expected(type_name: str) -> str:
+    kind = "true or false" if "bool" in type_name else "a whole number" if "int" in type_name and "float" not in type_name \
+        else "a number" if "float" in type_name else "text"
+    return kind + (" or none" if "None" in type_name else "")
+
+
+def _default_text(key: str) -> str:
+    from hetfield.train.config import TrainConfig
+
+    default = TrainConfig.__dataclass_fields__[key].default
+    return "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+
+
+# How to write a value, by where it came from: ``{key}``, ``{value}`` (the default, as an example).
+EXAMPLE_SET = "give e.g. --set {key}={value}"
+EXAMPLE_YAML = "write e.g. {key}: {value}"
+EXAMPLE_CELL = "write e.g. {value} in that cell"
+
+
+def coerce_option(key: str, value: Any, where: str, example: str = EXAMPLE_SET) -> Any:
+    """``value`` (text from ``--set`` or a plan cell, or a YAML scalar) as training option ``key``'s type.
+
+    ``where`` names the source in the message (``--set epochs=abc``, ``plan.csv: line 3 (run a)``);
+    ``example`` says how to write a good value there.
+    """
+    types = _option_types()
+    if key not in types:
+        from hetfield.train.config import FIELD_NAMES
+
+        raise ConfigError(f"{where}: {key!r} is not a training option; use one of {', '.join(FIELD_NAMES)}")
+    t = types[key]
+    bad = ConfigError(f"{where}: {key} takes {_expected(t)}, not {value!r}; {example.format(key=key, value=_default_text(key))}")
+    if isinstance(value, str):
+        text = value.strip()
+        if "None" in t and text.lower() in _NONE_WORDS:
+            return None
+        if "bool" in t:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise bad
+        if "int" in t and "float" not in t:
+            try:
+                f = float(text)
+            except ValueError:
+                raise bad from None
+            if not math.isfinite(f) or not f.is_integer():
+                raise bad
+            return int(f)
+        if "float" in t:
+            try:
+                f = float(text)
+            except ValueError:
+                raise bad from None
+            if not math.isfinite(f):
+                raise bad
+            return f
+        if not text:
+            raise bad
+        return text
+    if value is None:
+        if "None" in t:
+            return None
+        raise bad
+    if "bool" in t:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if isinstance(value, bool):
+        raise bad
+    if "int" in t and "float" not in t:
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        raise bad
+    if "float" in t:
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value) if isinstance(value, float) else value
+        raise bad
+    raise bad  # a str option given a number, list or mapping
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``--set option=value`` pairs → training options of the right type (ConfigError naming the pair)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write option=value, e.g. --set epochs=20")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key in out:
+            raise ConfigError(f"--set {key}: given twice; give each option once")
+        out[key] = coerce_option(key, raw, f"--set {item}")
+    return out
 
 
 def _parse_list(option: str, raw, kind: type) -> list:
@@ -98,13 +205,13 @@ def _parse_list(option: str, raw, kind: type) -> list:
 def _check_values(beta: list[float], zdim: list[int], n_classes: list[int]) -> None:
     for b in beta:
         if not math.isfinite(b) or b < 0:
-            raise ConfigError(f"--beta: {b} is not allowed; the KL weight must be zero or positive")
+            raise ConfigError(f"--beta: {b} is not allowed; the KL weight must be zero or positive: give e.g. --beta 0.1,1")
     for z in zdim:
         if z < 0:
-            raise ConfigError(f"--zdim: {z} is not allowed; the latent dimension must be 0 or more")
+            raise ConfigError(f"--zdim: {z} is not allowed; the latent dimension must be 0 or more: give e.g. --zdim 0,8")
     for k in n_classes:
         if k < 1:
-            raise ConfigError(f"--n-classes: {k} is not allowed; give at least one class")
+            raise ConfigError(f"--n-classes: {k} is not allowed; give at least one class, e.g. --n-classes 1,2")
 
 
 def make_plan(beta=None, zdim=None, n_classes=None, base: dict[str, Any] | None = None) -> Plan:
@@ -121,10 +228,11 @@ def make_plan(beta=None, zdim=None, n_classes=None, base: dict[str, Any] | None 
     base = dict(base or {})
     unknown = sorted(set(base) - set(FIELD_NAMES))
     if unknown:
-        raise ConfigError(f"grid base: unknown training option(s) {', '.join(unknown)}")
+        raise ConfigError(f"grid base: unknown training option(s) {', '.join(unknown)}; use one of {', '.join(FIELD_NAMES)}")
     clash = sorted(set(base) & set(GRID_KEYS))
     if clash:
         raise ConfigError(f"grid base: {', '.join(clash)} are grid axes; list them under grid, not base")
+    base = {k: coerce_option(k, v, "grid base", EXAMPLE_YAML) for k, v in base.items()}
 
     runs: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -142,7 +250,19 @@ def make_plan(beta=None, zdim=None, n_classes=None, base: dict[str, Any] | None 
         runs.append({"run_id": rid, "beta": bb, "zdim": z, "n_classes": k, **base})
     if not runs:
         raise ConfigError("the grid is empty; give at least one value of --zdim and --n-classes")
+    _check_runs(runs)
     return Plan(runs, notes)
+
+
+def _check_runs(runs: list[dict[str, Any]]) -> None:
+    """Every run must be one ``train`` accepts (ranges and combinations too), before the plan exists."""
+    from hetfield.train.config import resolve_config
+
+    for run in runs:
+        try:
+            resolve_config(None, {k: v for k, v in run.items() if k != "run_id"})
+        except ConfigError as err:
+            raise ConfigError(f"run {run['run_id']}: {err}; change the value (--set, --grid or the axis)") from None
 
 
 def load_grid_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -150,14 +270,16 @@ def load_grid_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     import yaml
 
     if not path.is_file():
-        raise ConfigError(f"--grid {path}: no such file")
+        raise ConfigError(f"--grid {path}: {'is a directory' if path.is_dir() else 'no such file'}; give the grid YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"--grid {path}: not a text file; give a YAML file with grid: and base:") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise ConfigError(f"--grid {path}: unreadable YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+        raise ConfigError(f"--grid {path}: unreadable YAML{f' at line {mark.line + 1}' if mark else ''}; fix the file (grid: and base: mappings)") from None
     if not isinstance(data, dict) or not isinstance(data.get("grid", {}), dict) or not isinstance(data.get("base", {}), dict):
-        raise ConfigError(f"--grid {path}: expected 'grid:' (beta/zdim/n_classes lists) and optional 'base:' mappings")
+        raise ConfigError(f"--grid {path}: expected 'grid:' (beta/zdim/n_classes lists) and optional 'base:' mappings; write e.g. grid: {{zdim: [2, 8]}}")
     extra = sorted(set(data) - {"grid", "base"})
     if extra:
         raise ConfigError(f"--grid {path}: unknown section(s) {', '.join(extra)}; use grid and base")
@@ -166,6 +288,7 @@ def load_grid_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if unknown:
         raise ConfigError(f"--grid {path}: unknown grid axis {', '.join(unknown)}; sweep beta, zdim and n_classes (fix other options under base)")
     base = {str(k).replace("-", "_"): v for k, v in (data.get("base") or {}).items()}
+    base = {k: coerce_option(k, v, f"--grid {path}: base", EXAMPLE_YAML) for k, v in base.items()}
     return grid, base
 
 
@@ -173,54 +296,64 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def read_plan(path: Path) -> list[dict[str, Any]]:
-    """Rows of a plan CSV with values typed as the training options they set."""
-    from hetfield.train.config import TrainConfig
+    """Rows of a plan CSV with values typed as the training options they set.
 
+    Every row must give every column: a missing or empty cell would silently train on a default, so
+    it is refused with the line and the column (options that accept none are written ``none``).
+    """
+    fix = "make the plan with `hetfield sweep plan` or fix that line"
     if not path.is_file():
-        raise ConfigError(f"{path}: no such plan file; make one with `hetfield sweep plan`")
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    rows = list(csv.DictReader(path.read_text().splitlines()))
-    if not rows:
-        raise ConfigError(f"{path}: the plan has no runs")
-    header = list(rows[0].keys())
-    if "run_id" not in header:
-        raise ConfigError(f"{path}: no run_id column; make the plan with `hetfield sweep plan`")
+        what = "is a directory" if path.is_dir() else "no such plan file"
+        raise ConfigError(f"{path}: {what}; give the CSV written by `hetfield sweep plan`")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text CSV file; give the plan written by `hetfield sweep plan`") from None
+    types = _option_types()
+    reader = csv.reader(text.splitlines())
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise ConfigError(f"{path}: the plan is empty; {fix}") from None
+    except csv.Error as err:
+        raise ConfigError(f"{path}: line 1: unreadable CSV ({err}); {fix}") from None
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise ConfigError(f"{path}: column(s) {', '.join(dup)} appear twice in the header; keep one of each")
+    for col in ("run_id", *GRID_KEYS):
+        if col not in header:
+            raise ConfigError(f"{path}: no {col} column; every plan gives run_id, {', '.join(GRID_KEYS)} ({fix})")
     unknown = [c for c in header if c != "run_id" and c not in types]
     if unknown:
-        raise ConfigError(f"{path}: unknown column(s) {', '.join(unknown)}; columns after run_id must be training options")
+        raise ConfigError(f"{path}: unknown column(s) {', '.join(unknown)}; columns after run_id must be training options: rename or remove them")
     out, ids = [], set()
-    for i, row in enumerate(rows, start=2):
-        rid = (row.get("run_id") or "").strip()
-        if not _ID.match(rid):
-            raise ConfigError(f"{path}: line {i}: run_id {rid!r} is not a safe directory name")
-        if rid in ids:
-            raise ConfigError(f"{path}: line {i}: run_id {rid} appears twice")
-        ids.add(rid)
-        typed: dict[str, Any] = {"run_id": rid}
-        for k, v in row.items():
-            if k == "run_id" or v is None or v.strip() == "":
-                continue
-            typed[k] = _typed(path, i, k, v.strip(), types[k])
-        out.append(typed)
-    return out
-
-
-def _typed(path: Path, line: int, key: str, value: str, type_name) -> Any:
-    t = str(type_name)
     try:
-        if "bool" in t:
-            if value.lower() in ("true", "1", "yes"):
-                return True
-            if value.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if "int" in t and "float" not in t:
-            f = float(value)
-            if not f.is_integer():
-                raise ValueError
-            return int(f)
-        if "float" in t:
-            return float(value)
-        return value
-    except ValueError:
-        raise ConfigError(f"{path}: line {line}: {key} = {value!r} is not a valid {t}") from None
+        for cells in reader:
+            line = reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                missing = header[len(cells):]
+                what = f"missing {', '.join(missing)}" if missing else f"{len(cells) - len(header)} value(s) more than the header"
+                raise ConfigError(f"{path}: line {line}: {len(cells)} values for {len(header)} columns ({what}); {fix}")
+            row = dict(zip(header, cells))
+            rid = row["run_id"].strip()
+            if not _ID.match(rid):
+                raise ConfigError(f"{path}: line {line}: run_id {rid!r} is not a safe directory name; use letters, digits, . _ -")
+            if rid in ids:
+                raise ConfigError(f"{path}: line {line}: run_id {rid} appears twice; give every run its own id")
+            ids.add(rid)
+            typed: dict[str, Any] = {"run_id": rid}
+            for k, v in row.items():
+                if k == "run_id":
+                    continue
+                if not v.strip():
+                    raise ConfigError(f"{path}: line {line} (run {rid}): column {k} is empty; write a value in it "
+                                      f"(e.g. {_default_text(k)}{', or none' if 'None' in types[k] else ''})")
+                typed[k] = coerce_option(k, v, f"{path}: line {line} (run {rid})", EXAMPLE_CELL)
+            out.append(typed)
+    except csv.Error as err:
+        raise ConfigError(f"{path}: line {reader.line_num}: unreadable CSV ({err}); {fix}") from None
+    if not out:
+        raise ConfigError(f"{path}: the plan has no runs; {fix}")
+    return out

@@ -55,7 +55,7 @@ def run_status(run_dir: Path, epochs: int) -> RunStatus:
             rec = int(json.loads(conv.read_text())["recommended_epoch"])
             summary = run_dir / f"analysis.{rec}" / "summary.json"
             analysed = summary.is_file() and summary.stat().st_mtime >= conv.stat().st_mtime
-        except (ValueError, KeyError, json.JSONDecodeError):
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError):  # a damaged convergence.json: redo it
             analysed = False
     return RunStatus(run_dir.name, trained, checked, analysed)
 
@@ -70,7 +70,9 @@ def _check_same_settings(run_dir: Path, cfg, force: bool) -> None:
     run = RunDir(run_dir)
     if not run.exists() or force:
         return
-    stored = run.config()["train"]
+    stored = run.config().get("train")
+    if not isinstance(stored, dict):
+        raise RunError(f"{run.config_path}: no train settings; the run is damaged: use --force to train it again, or another --out")
     differ = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and stored.get(k) != v]
     if differ:
         raise ConfigError(
@@ -91,15 +93,13 @@ def run_sweep(
     analysis_k: int = 20,
 ) -> dict[str, Any]:
     """Execute every run of the plan; returns ``{"runs": [...], "failed": [...], "summary": path}``."""
-    from hetfield.analysis.analyze import run_analysis
-    from hetfield.analysis.convergence import run_convergence
     from hetfield.data.dataset import Dataset
+    from hetfield.errors import check_output_location
     from hetfield.sweep.plan import read_plan
-    from hetfield.sweep.summary import summarize
     from hetfield.train.config import resolve_config
-    from hetfield.train.loop import train
 
     rows = read_plan(Path(plan_path))
+    check_output_location(Path(out), "--out")
     Dataset.open(data).check_fresh()  # fail before any run on a missing or stale dataset
     configs = []
     for row in rows:  # validate every run before starting any
@@ -107,10 +107,16 @@ def run_sweep(
         try:
             configs.append(resolve_config(None, options))
         except ConfigError as err:
-            raise ConfigError(f"{plan_path}: run {row['run_id']}: {err}") from None
+            raise ConfigError(f"{plan_path}: run {row['run_id']}: {err}; fix it in the plan{' or in --config' if base else ''}") from None
     runs_dir = Path(out) / "runs"
     for row, cfg in zip(rows, configs):
         _check_same_settings(runs_dir / row["run_id"], cfg, force)
+
+    # torch and the analyses load only once the inputs have passed.
+    from hetfield.analysis.analyze import run_analysis
+    from hetfield.analysis.convergence import run_convergence
+    from hetfield.sweep.summary import summarize
+    from hetfield.train.loop import train
 
     done, failed = [], []
     for i, (row, cfg) in enumerate(zip(rows, configs), start=1):

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hetfield.errors import InputError
+from hetfield.errors import HetfieldError, InputError
 
 RULE = (
     "Candidates: runs whose convergence verdict is 'converged' (all runs when none is). Ranked by the "
@@ -35,7 +35,9 @@ def _walk(dirs: list[Path]):
     for d in dirs:
         d = Path(d)
         if not d.exists():
-            raise InputError(f"{d}: no such directory")
+            raise InputError(f"{d}: no such directory; pass the sweep directory (the --out of `hetfield sweep run`) or run directories")
+        if not d.is_dir():
+            raise InputError(f"{d}: is a file, not a directory; pass the sweep directory (the --out of `hetfield sweep run`) or run directories")
         for root, subdirs, files in os.walk(d, followlinks=True):
             subdirs.sort()
             yield Path(root), set(files)
@@ -50,17 +52,28 @@ def collect(dirs: list[Path]) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
 
     def rec(rid: str) -> dict[str, Any]:
-        return records.setdefault(rid, {"run_id": rid, "analyses": []})
+        return records.setdefault(rid, {"run_id": rid, "analyses": [], "problems": [], "excluded": []})
 
     for root, files in _walk(dirs):
         if "config.yaml" in files:
             try:
                 cfg = yaml.safe_load((root / "config.yaml").read_text())
-            except yaml.YAMLError:
-                cfg = None
+            except (yaml.YAMLError, UnicodeDecodeError, OSError):
+                cfg = "unreadable"
             if isinstance(cfg, dict) and "train" in cfg and cfg.get("run_id"):
                 r = rec(str(cfg["run_id"]))
-                r.update(run=root, config=cfg, metrics=RunDir(root).metrics())
+                if "run" in r and Path(r["run"]).resolve() != root.resolve():
+                    r["problems"].append(f"run_id {r['run_id']} is also the run of {root}, which was left out; give every run its own id")
+                    continue
+                metrics, bad_lines = _read_metrics(RunDir(root).metrics_path)
+                r.update(run=root, config=cfg, metrics=metrics)
+                if bad_lines:
+                    r["problems"].append(f"{RunDir(root).metrics_path}: line(s) {', '.join(map(str, bad_lines[:5]))} unreadable, ignored")
+            elif cfg == "unreadable" or (isinstance(cfg, dict) and ("train" in cfg or "model" in cfg)):
+                # A run's config.yaml that cannot be read: the run is named by its directory.
+                r = rec(root.name)
+                r.update(run=root, config={"train": {}}, metrics=[])
+                r["excluded"].append(f"{root / 'config.yaml'}: unreadable or without run_id/train; restore it or train the run again")
         for name, kind in (("convergence.json", "convergence"), ("summary.json", "analysis")):
             if name in files:
                 try:
@@ -77,15 +90,77 @@ def collect(dirs: list[Path]) -> dict[str, dict[str, Any]]:
     return {rid: r for rid, r in records.items() if "config" in r}
 
 
+def _read_metrics(path: Path) -> tuple[list[dict], list[int]]:
+    """``metrics.jsonl`` rows, and the numbers of the lines that are not JSON objects with an epoch."""
+    if not path.is_file():
+        return [], []
+    rows, bad = [], []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return [], [1]
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(i)
+            continue
+        epoch = row.get("epoch") if isinstance(row, dict) else None
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            bad.append(i)
+            continue
+        rows.append(row)
+    return rows, bad
+
+
+def _number(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
 def _metric_at(metrics: list[dict], epoch: int | None, key: str) -> float | None:
-    rows = [m for m in metrics if key in m]
+    rows = [m for m in metrics if _number(m.get(key)) is not None]
     if not rows:
         return None
     if epoch is not None:
         at = [m for m in rows if m.get("epoch") == epoch]
         if at:
-            return float(at[0][key])
-    return float(rows[-1][key])
+            return _number(at[-1][key])
+    return _number(rows[-1][key])
+
+
+def _check_run(r: dict[str, Any], epoch_for: int | None) -> None:
+    """Damage that makes a run's numbers untrustworthy goes to ``r["excluded"]`` (with what to do)."""
+    from hetfield.analysis.context import open_run
+
+    if r["excluded"]:
+        return
+    run = Path(r["run"])
+    try:
+        ctx = open_run(run)
+    except HetfieldError as err:
+        r["excluded"].append(str(err))
+        return
+    r["shape"] = {"zdim": ctx.zdim, "n_classes": ctx.n_classes}
+    saved = ctx.run.epochs()
+    if not r.get("metrics"):
+        r["excluded"].append(f"{ctx.run.metrics_path}: no readable metrics; the run's losses are unknown: train it again")
+        return
+    conv = r.get("convergence") or {}
+    rec = conv.get("recommended_epoch")
+    if rec is not None and rec not in saved:
+        where = Path(conv.get("_dir", run)) / "convergence.json"
+        r["excluded"].append(f"{where}: recommends epoch {rec!r}, which {run} does not hold (saved: {', '.join(map(str, saved))}); "
+                             f"run `hetfield convergence {run}` again")
+        return
+    if epoch_for is not None and epoch_for in saved:
+        try:
+            ctx.latent(epoch_for)
+        except HetfieldError as err:
+            r["excluded"].append(str(err))
 
 
 def _latent_separation(run: Path, epoch: int | None) -> float | None:
@@ -98,7 +173,7 @@ def _latent_separation(run: Path, epoch: int | None) -> float | None:
         return None
     try:
         z = RunDir(run).latent(epoch).get("z_mu")
-    except Exception:
+    except Exception:  # damaged files are reported by _check_run; here the silhouette is just unknown
         return None
     if z is None or z.ndim != 2 or z.shape[1] == 0 or z.shape[0] < 6:
         return None
@@ -152,18 +227,21 @@ def build_rows(records: dict[str, dict[str, Any]], truth: Path | None = None) ->
     for rid in sorted(records):
         r = records[rid]
         cfg = r["config"]
-        train = cfg["train"]
+        train = cfg["train"] if isinstance(cfg.get("train"), dict) else {}
         metrics = r.get("metrics") or []
         conv = r.get("convergence") or {}
         rec_epoch = conv.get("recommended_epoch")
-        analyses = r["analyses"]
-        analysis = next((a for a in analyses if a.get("epoch") == rec_epoch), None) or (max(analyses, key=lambda a: a.get("epoch", 0)) if analyses else None)
+        analyses = [a for a in r["analyses"] if isinstance(a.get("epoch"), int) and not isinstance(a.get("epoch"), bool)]
+        analysis = next((a for a in analyses if a.get("epoch") == rec_epoch), None) or (max(analyses, key=lambda a: a["epoch"]) if analyses else None)
         epoch_for = rec_epoch if rec_epoch is not None else (metrics[-1]["epoch"] if metrics else None)
+        _check_run(r, (analysis or {}).get("epoch") or epoch_for)
+        shape = r.get("shape") or {}
+        beta = _number(cfg.get("beta_effective", train.get("beta")))
         row: dict[str, Any] = {
             "run_id": rid,
-            "beta": cfg.get("beta_effective", train.get("beta")),
-            "zdim": train.get("zdim"),
-            "n_classes": train.get("n_classes"),
+            "beta": beta,
+            "zdim": shape.get("zdim", train.get("zdim")),
+            "n_classes": shape.get("n_classes", train.get("n_classes")),
             "conf_estimation": train.get("conf_estimation") if train.get("zdim") else "none",
             "epochs": metrics[-1]["epoch"] if metrics else 0,
             "final_loss": _metric_at(metrics, None, "loss"),
@@ -181,7 +259,7 @@ def build_rows(records: dict[str, dict[str, Any]], truth: Path | None = None) ->
         row["class_occupancy"] = [round(float(v), 3) for v in occ] if occ else None
         row["min_class_fraction"] = min(occ) if occ and len(occ) > 1 else None
         row["mean_max_class_prob"] = (analysis or {}).get("mean_max_class_prob")
-        row["latent_silhouette"] = _latent_separation(r["run"], row["analysed_epoch"] or epoch_for) if train.get("zdim") else None
+        row["latent_silhouette"] = _latent_separation(r["run"], row["analysed_epoch"] or epoch_for) if row["zdim"] and not r["excluded"] else None
         t = dict((analysis or {}).get("truth") or {})
         tm: dict[str, Any] = {}
         if t:
@@ -194,7 +272,7 @@ def build_rows(records: dict[str, dict[str, Any]], truth: Path | None = None) ->
             if "min_fsc_half_nyquist" in t:
                 tm["min_fsc_half_nyquist"] = t["min_fsc_half_nyquist"]
                 tm["min_cc_truth"] = t.get("min_cc")
-        elif truth is not None:
+        elif truth is not None and not r["excluded"]:
             ds_path = cfg.get("dataset", {}).get("path")
             if ds_path not in names_cache:
                 try:
@@ -211,15 +289,18 @@ def build_rows(records: dict[str, dict[str, Any]], truth: Path | None = None) ->
             row["truth_score"] = sum(parts) / len(parts) if parts else None
         row["run_dir"] = str(r["run"])
         row["report"] = str(Path(analysis["_dir"]) / "report.html") if analysis else None
+        row["problems"] = list(r["problems"]) + list(r["excluded"])
+        row["excluded"] = bool(r["excluded"])
         rows.append(row)
     return rows
 
 
 def recommend(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Rank the runs by :data:`RULE`; returns the order, the recommended run and notes."""
-    notes = []
+    notes = [f"{r['run_id']} is not ranked: {r['problems'][-1]}" for r in rows if r.get("excluded")]
+    rows = [r for r in rows if not r.get("excluded")]
     if not rows:
-        return {"ranking": [], "recommended": None, "rule": RULE, "notes": ["no runs"]}
+        return {"ranking": [], "recommended": None, "rule": RULE, "notes": notes or ["no runs"]}
     candidates = [r for r in rows if r.get("verdict") == "converged"]
     if not candidates:
         candidates = list(rows)
@@ -265,11 +346,14 @@ COLUMNS = [
 def _csv(rows: list[dict[str, Any]], ranking: list[str]) -> str:
     buf = io.StringIO()
     cols = ["rank"] + [c for c in COLUMNS if any(r.get(c) is not None for r in rows)] + ["run_dir"]
+    if any(r.get("problems") for r in rows):
+        cols.append("problems")
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     pos = {rid: i + 1 for i, rid in enumerate(ranking)}
     for r in sorted(rows, key=lambda r: pos.get(r["run_id"], 10**9)):
-        w.writerow({**{k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()}, "rank": pos.get(r["run_id"])})
+        cells = {k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items() if k != "problems"}
+        w.writerow({**cells, "rank": pos.get(r["run_id"]), "problems": " | ".join(r.get("problems") or [])})
     return buf.getvalue()
 
 
@@ -278,16 +362,24 @@ def summarize(dirs: list[Path], out: Path, truth: Path | None = None) -> tuple[P
     from hetfield import __version__
     from hetfield.io.atomic import atomic_directory
 
+    from hetfield.errors import check_output_location
+    from hetfield.io.atomic import write_json_atomic, write_text_atomic
+
+    out = Path(out)
+    check_output_location(out, "--out", marker="summary.json", protect=tuple(dirs))
     records = collect([Path(d) for d in dirs])
     if not records:
-        raise InputError(f"no hetfield runs (config.yaml) found under {', '.join(map(str, dirs))}")
+        raise InputError(f"no hetfield runs (config.yaml) found under {', '.join(map(str, dirs))}; pass the sweep directory "
+                         "(the --out of `hetfield sweep run`) or the run directories")
     rows = build_rows(records, truth)
+    damaged = [f"{r['run_id']}: {p}" for r in rows for p in r["problems"]]
+    if all(r["excluded"] for r in rows):
+        raise InputError(f"no run can be ranked, every one is damaged ({damaged[0]}{'; …' if len(damaged) > 1 else ''})")
     rec = recommend(rows)
-    doc = {"kind": "sweep_summary", "hetfield_version": __version__, "n_runs": len(rows), **rec, "runs": rows}
-    out = Path(out)
+    doc = {"kind": "sweep_summary", "hetfield_version": __version__, "n_runs": len(rows), **rec, "damaged": damaged, "runs": rows}
     with atomic_directory(out, replace=True) as tmp:
-        (tmp / "summary.csv").write_text(_csv(rows, rec["ranking"]))
-        (tmp / "summary.json").write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
+        write_text_atomic(tmp / "summary.csv", _csv(rows, rec["ranking"]))
+        write_json_atomic(tmp / "summary.json", _jsonable(doc))
         _report(rows, rec, tmp, out)
     return out, doc
 
@@ -314,7 +406,8 @@ def _report(rows, rec, tmp: Path, final: Path) -> None:
     by_id = {r["run_id"]: r for r in rows}
     if rec.get("recommended"):
         best = by_id[rec["recommended"]]
-        what = f"{best['run_id']}: beta {best['beta']:g}, zdim {best['zdim']}, {best['n_classes']} class(es), epoch {best['recommended_epoch']} ({best['verdict']})"
+        beta = "–" if best["beta"] is None else f"{best['beta']:g}"
+        what = f"{best['run_id']}: beta {beta}, zdim {best['zdim']}, {best['n_classes']} class(es), epoch {best['recommended_epoch']} ({best['verdict']})"
         report.callout(what, "good" if best.get("verdict") == "converged" else "warn", "Recommended run")
     else:
         report.callout("no run could be ranked", "bad", "Recommended run")
@@ -339,8 +432,8 @@ def _report(rows, rec, tmp: Path, final: Path) -> None:
     if ordered:
         report.image(P.bars([r[key] for r in ordered], [r["run_id"] for r in ordered], key.replace("_", " "), "loss", annotate_fmt="{:.4g}"),
                      f"{key.replace('_', ' ')} of every run, in rank order (lower is better).")
-    for k in sorted({r["n_classes"] for r in rows}):
-        sub = [r for r in rows if r["n_classes"] == k and r.get(key) is not None]
+    for k in sorted({r["n_classes"] for r in rows if isinstance(r["n_classes"], int)}):
+        sub = [r for r in rows if r["n_classes"] == k and r.get(key) is not None and r["beta"] is not None and isinstance(r["zdim"], int)]
         betas = sorted({float(r["beta"]) for r in sub})
         zdims = sorted({int(r["zdim"]) for r in sub})
         if len(betas) > 1 and len(zdims) > 1:
@@ -354,4 +447,9 @@ def _report(rows, rec, tmp: Path, final: Path) -> None:
         scored.sort(key=lambda r: -r["truth_score"])
         report.image(P.bars([r["truth_score"] for r in scored], [r["run_id"] for r in scored], "ground-truth score", "score", annotate_fmt="{:.2f}"),
                      "Mean of the best class/cluster ARI, |Spearman(PC1, t)| and the worst FSC at half Nyquist, where available (higher is better).")
-    (tmp / "summary.html").write_text(report.render(tmp))
+    damaged = [r for r in rows if r.get("problems")]
+    if damaged:
+        report.section("Damaged runs")
+        report.table([{"run": r["run_id"], "ranked": "no" if r["excluded"] else "yes", "problem": "; ".join(r["problems"])} for r in damaged],
+                     ["run", "ranked", "problem"])
+    report.write(tmp / "summary.html")

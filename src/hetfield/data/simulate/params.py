@@ -63,7 +63,7 @@ class SimulationParams:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - names)
         if unknown:
-            raise ConfigError(f"simulate: unknown parameter(s) {unknown}; known: {sorted(names)}")
+            raise ConfigError(f"simulate: unknown parameter(s) {unknown}; use one of {sorted(names)}")
         return cls(**kwargs).validated()
 
     # ------------------------------------------------------------------------------------------
@@ -82,7 +82,7 @@ class SimulationParams:
         if self.shift_sd_px is None:
             self.shift_sd_px = min(1.5, self.box / 16)
         if self.threads < 1:
-            raise ConfigError(f"--threads {self.threads}: need at least 1 CPU thread")
+            raise ConfigError(f"--threads {self.threads}: need at least 1 CPU thread; give --threads 1 or more")
         for name, opt in (
             ("pixel_size_A", "--pixel-size-A"), ("tilt_step_deg", "--tilt-step-deg"),
             ("dose_per_tilt", "--dose-per-tilt"), ("snr", "--snr"), ("defocus_A", "--defocus-A"),
@@ -96,9 +96,9 @@ class SimulationParams:
             setattr(self, name, _float(getattr(self, name), opt))
 
         if self.n_particles < 1:
-            raise ConfigError(f"--n-particles {self.n_particles}: need at least 1 particle")
+            raise ConfigError(f"--n-particles {self.n_particles}: need at least 1 particle; give e.g. --n-particles 200")
         if self.n_classes < 1:
-            raise ConfigError(f"--n-classes {self.n_classes}: need at least 1 class")
+            raise ConfigError(f"--n-classes {self.n_classes}: need at least 1 class; give e.g. --n-classes 2")
         if self.n_classes > self.n_particles:
             raise ConfigError(
                 f"--n-classes {self.n_classes} exceeds --n-particles {self.n_particles}; "
@@ -110,7 +110,7 @@ class SimulationParams:
                 "try 32 or 64"
             )
         if self.pixel_size_A <= 0:
-            raise ConfigError(f"--pixel-size-A {self.pixel_size_A}: the pixel size must be positive (Å)")
+            raise ConfigError(f"--pixel-size-A {self.pixel_size_A}: the pixel size must be positive (Å); give e.g. --pixel-size-A 8")
         mode = str(self.mode).strip().lower()
         if mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
@@ -118,24 +118,24 @@ class SimulationParams:
         if not self.snr > 0:
             raise ConfigError(f"--snr {self.snr}: the signal-to-noise ratio must be positive, e.g. 0.5")
         if self.defocus_A <= 0:
-            raise ConfigError(f"--defocus-A {self.defocus_A}: the mean defocus must be positive (Å, underfocus)")
+            raise ConfigError(f"--defocus-A {self.defocus_A}: the mean defocus must be positive (Å, underfocus); give e.g. --defocus-A 15000")
         if not 60 <= self.voltage_kV <= 1000:
             raise ConfigError(f"--voltage-kV {self.voltage_kV}: use an acceleration voltage in kV, e.g. 300")
         if self.seed < 0:
-            raise ConfigError(f"--seed {self.seed}: the seed must be a non-negative integer")
+            raise ConfigError(f"--seed {self.seed}: the seed must be a non-negative integer; give e.g. --seed 0")
         if not 0 <= self.amplitude_contrast < 1:
-            raise ConfigError(f"amplitude_contrast {self.amplitude_contrast}: must be in [0, 1)")
+            raise ConfigError(f"amplitude_contrast {self.amplitude_contrast}: must be in [0, 1); give e.g. 0.1")
         for name in ("defocus_spread_A", "astigmatism_A", "tilt_defocus_sd_A", "ice_thickness_A",
                      "field_half_width_A", "shift_sd_px", "max_shift_px", "cs_mm"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} {getattr(self, name)}: must be >= 0")
+                raise ConfigError(f"{name} {getattr(self, name)}: must be >= 0; give 0 or a positive value")
         if self.max_shift_px > self.box / 8:
             raise ConfigError(
                 f"max_shift_px {self.max_shift_px}: keep shifts within box/8 = {self.box / 8:g} px so the "
                 "particle stays inside the box"
             )
         if self.particles_per_group < 1 or self.images_per_stack < 1:
-            raise ConfigError("particles_per_group and images_per_stack must be >= 1")
+            raise ConfigError("particles_per_group and images_per_stack must be >= 1; give 1 or more")
         if self.mode == "tilt":
             self._validate_tilts()
         else:
@@ -143,7 +143,7 @@ class SimulationParams:
         self.class_fractions = _fractions(self.class_fractions, self.n_classes)
         ts = [_float(t, "truth_t_values") for t in self.truth_t_values]
         if not ts or any(not 0 <= t <= 1 for t in ts):
-            raise ConfigError(f"truth_t_values {self.truth_t_values}: need values in [0, 1]")
+            raise ConfigError(f"truth_t_values {self.truth_t_values}: need values in [0, 1]; give e.g. 0, 0.5, 1")
         self.truth_t_values = ts
         self.motion = bool(self.motion)
         self.write_clean = bool(self.write_clean)
@@ -153,16 +153,16 @@ class SimulationParams:
 
     def _validate_tilts(self) -> None:
         if self.n_tilts < 1:
-            raise ConfigError(f"--n-tilts {self.n_tilts}: need at least 1 tilt image per particle")
+            raise ConfigError(f"--n-tilts {self.n_tilts}: need at least 1 tilt image per particle; give e.g. --n-tilts 11")
         if self.min_tilts is None:
             self.min_tilts = self.n_tilts
         self.min_tilts = _int(self.min_tilts, "--min-tilts")
         if not 1 <= self.min_tilts <= self.n_tilts:
             raise ConfigError(
-                f"--min-tilts {self.min_tilts}: must be between 1 and --n-tilts {self.n_tilts}"
+                f"--min-tilts {self.min_tilts}: must be between 1 and --n-tilts {self.n_tilts}; give a value in that range"
             )
         if self.n_tilts > 1 and self.tilt_step_deg <= 0:
-            raise ConfigError(f"--tilt-step-deg {self.tilt_step_deg}: the tilt step must be positive (degrees)")
+            raise ConfigError(f"--tilt-step-deg {self.tilt_step_deg}: the tilt step must be positive (degrees); give e.g. --tilt-step-deg 6")
         max_tilt = math.ceil((self.n_tilts - 1) / 2) * self.tilt_step_deg
         if max_tilt >= 90:
             raise ConfigError(
@@ -170,7 +170,7 @@ class SimulationParams:
                 "the tilt range must stay below ±90°: use fewer tilts or a smaller step"
             )
         if self.dose_per_tilt < 0:
-            raise ConfigError(f"--dose-per-tilt {self.dose_per_tilt}: the dose must be >= 0 (e/Å² per tilt)")
+            raise ConfigError(f"--dose-per-tilt {self.dose_per_tilt}: the dose must be >= 0 (e/Å² per tilt); give e.g. --dose-per-tilt 3")
 
     @property
     def images_per_particle_max(self) -> int:
@@ -182,14 +182,14 @@ class SimulationParams:
 
 def _int(value: Any, opt: str) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"{opt} {value!r}: expected an integer")
+        raise ConfigError(f"{opt} {value!r}: expected an integer; give a whole number")
     try:
         as_float = float(value)
         out = int(as_float)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{opt} {value!r}: expected an integer") from None
+        raise ConfigError(f"{opt} {value!r}: expected an integer; give a whole number") from None
     if out != as_float:
-        raise ConfigError(f"{opt} {value!r}: expected an integer")
+        raise ConfigError(f"{opt} {value!r}: expected an integer; give a whole number")
     return out
 
 
@@ -197,9 +197,9 @@ def _float(value: Any, opt: str) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{opt} {value!r}: expected a number") from None
+        raise ConfigError(f"{opt} {value!r}: expected a number; give e.g. 1.5") from None
     if not math.isfinite(out):
-        raise ConfigError(f"{opt} {value!r}: expected a finite number")
+        raise ConfigError(f"{opt} {value!r}: expected a finite number; give e.g. 1.5")
     return out
 
 
@@ -220,7 +220,7 @@ def _fractions(value: Any, n_classes: int) -> list[float]:
             "give one fraction per class"
         )
     if any(not math.isfinite(f) or f < 0 for f in fr):
-        raise ConfigError(f"--class-fractions {value!r}: fractions must be finite and >= 0")
+        raise ConfigError(f"--class-fractions {value!r}: fractions must be finite and >= 0; give e.g. 0.5,0.5")
     total = sum(fr)
     if abs(total - 1.0) > 1e-3:
         raise ConfigError(f"--class-fractions {value!r}: the fractions sum to {total:g}; make them sum to 1")

@@ -76,13 +76,12 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 
 def _check_out(out: Path, force: bool) -> None:
+    from hetfield.errors import check_output_location
+
     if out.exists() and not force:
         raise ConfigError(f"OUT {out}: already exists; pass --force to replace it or choose a new directory")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(f"OUT {out}: cannot create it under {parent}; choose a writable directory")
+    # --force replaces an earlier simulation only: never a directory of something else.
+    check_output_location(out, "OUT", marker="truth/truth.yaml")
 
 
 def simulate(
