@@ -26,8 +26,9 @@ defocus_v_A            float64
 defocus_angle_deg      float64
 phase_shift_deg        float64
 ctf_bfactor_A2         float64  CTF envelope B-factor (0 when the column carries dose instead)
-ctf_scale              float64  RELION's CTF scale factor, multiplying the CTF (1 for image-series
-                                STAR files, where Warp stores cos(tilt) in that column)
+ctf_scale              float64  linear scale of the CTF (RELION's _rlnCtfScalefactor, cryoSPARC's
+                                ctf/scale; 1 when absent): the model multiplies the CTF by it, for
+                                every reader (docs/internals.md, "CTF scale factor")
 dose_e_per_A2          float64  cumulative pre-exposure before this image (0 for SPA)
 stage_tilt_deg         float64  stage tilt of this image (0 for SPA; unsigned when the source
                                 stores only cos(tilt))
@@ -103,6 +104,7 @@ class ParticleTable:
     images: Any  # pandas.DataFrame with IMAGE_COLUMNS
     source: SourceInfo
     has_poses: bool = True
+    detection: Any = None  # hetfield.io.readers.detection.Detection: why this reader was chosen
 
     @property
     def n_images(self) -> int:

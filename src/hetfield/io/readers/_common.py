@@ -86,6 +86,19 @@ def pose_columns(df, apix: np.ndarray, where: str) -> tuple[dict[str, np.ndarray
     return out, True
 
 
+def check_ctf_scale(scale: np.ndarray, where: str, rows: np.ndarray | None = None,
+                    what: str = "_rlnCtfScalefactor") -> None:
+    """A CTF scale must be positive: 0 means the image carries no signal, a negative one flips it."""
+    bad = ~(scale > 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        r = int(rows[i]) if rows is not None else i
+        raise InputError(
+            f"{where}: row {r + 1}: {what} = {scale[i]:g}; a CTF scale factor must be positive (it multiplies "
+            "the CTF); fix the value or remove the row"
+        )
+
+
 def flag(df, column: str, where: str) -> np.ndarray:
     """A 0/1 column as bool (False when absent)."""
     if column not in df.columns:

@@ -46,7 +46,8 @@ Geometry (RELION's ``ParticleSet``/``Tomogram`` classes and ``reconstruct_partic
 Flags: ``ctf_premultiplied`` from ``_rlnCtfDataAreCtfPremultiplied``; ``dose_weighted`` from a
 ``_rlnTomoDoseWeighted``-style column if one is present, else True for WarpTools exports (their
 ``ReconstructParticleSeries`` multiplies every image by ``exp(-dose / (2 N_e))`` and the tilt's CTF
-scale) and False otherwise. Extra column ``ctf_scale``: the frame's ``_rlnCtfScalefactor``.
+scale) and False otherwise. ``ctf_scale``: the frame's ``_rlnCtfScalefactor`` (the linear scale of
+the CTF, as in every reader; it must be positive on visible frames).
 """
 
 from __future__ import annotations
@@ -291,6 +292,14 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
     p_img, f_img = p_rep[keep], f_rep[keep]
     t_img = tomo_of[p_img]
     g_img = offset[t_img] + f_img
+    scale = fr["scale"][g_img]
+    if not (scale > 0).all():
+        i = int(np.argmax(~(scale > 0)))
+        raise InputError(
+            f"{where_tomo}: tomogram {tomo_names[t_img[i]]!r} frame {int(f_img[i]) + 1} has _rlnCtfScalefactor "
+            f"{scale[i]:g} but is visible for the particle of row {int(p_img[i]) + 1} of {where}; a visible frame "
+            "needs a positive CTF scale: fix the tomograms STAR or mark the frame 0 in _rlnTomoVisibleFrames"
+        )
 
     # particle rotations and positions
     if all(c in df.columns for c in C.ANGLE_COLUMNS):
@@ -384,7 +393,7 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
         _check_frame_counts(img_paths, n_frames[tomo_of], n_vis, parts_path.parent, datadir, where)
     return C.assemble(cols, p_img, where=where, source=source, has_poses=has_poses,
                       check_images=check_images, star_dir=parts_path.parent, datadir=datadir,
-                      frame=f_img, extra={"ctf_scale": fr["scale"][g_img]}, presorted=True)
+                      frame=f_img, extra={"ctf_scale": scale}, presorted=True)
 
 
 def _image_paths(df, where):
