@@ -34,7 +34,7 @@ def inspect(
             print_summary(f"dataset {path}", dataset_rows(meta))
         return
     if not path.exists():
-        raise InputError(f"{path}: no such file or dataset directory")
+        raise InputError(f"{path}: no such file or dataset directory; pass a particles STAR/.cs file or a directory made by `hetfield setup`")
     from hetfield.data.summary import summarize_table
     from hetfield.io.readers import read_particles
 

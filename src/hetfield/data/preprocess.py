@@ -60,18 +60,18 @@ class PreprocessSettings:
     def check(self, box: int | None = None) -> None:
         if self.downsample is not None:
             if self.downsample < 8 or self.downsample % 2:
-                raise ConfigError(f"--downsample {self.downsample}: the new box must be even and at least 8 pixels")
+                raise ConfigError(f"--downsample {self.downsample}: the new box must be even and at least 8 pixels; choose an even size of 8 or more")
             if box is not None and self.downsample > box:
                 raise ConfigError(
                     f"--downsample {self.downsample} is larger than the images' box {box}; "
-                    "Fourier cropping can only make images smaller"
+                    "Fourier cropping can only make images smaller; choose a smaller --downsample or drop it"
                 )
         if self.angpix_A is not None and not self.angpix_A > 0:
-            raise ConfigError(f"--angpix {self.angpix_A}: the pixel size must be positive (Å)")
+            raise ConfigError(f"--angpix {self.angpix_A}: the pixel size must be positive (Å); pass the pixel size of the images")
         if not 0 < self.window_inner < self.window_outer <= 1.0:
             raise ConfigError(
                 f"window radii {self.window_inner}, {self.window_outer}: need 0 < inner < outer <= 1 "
-                "(fractions of the half box)"
+                "(fractions of the half box); choose radii in that range"
             )
 
 

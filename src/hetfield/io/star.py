@@ -94,11 +94,11 @@ def _read_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such file; check the path") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a STAR file") from None
+        raise InputError(f"{path}: is a directory, not a STAR file; pass the .star file inside it") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc}); check that you may read it") from None
     if b"\0" in raw[:65536]:
         raise InputError(f"{path}: not a STAR text file (binary content); pass a RELION-style .star file")
     return raw
@@ -195,7 +195,7 @@ def _scan(buf: bytes, path: Path) -> list[dict]:
                 break
             data_end = line_start
         if not columns:
-            raise InputError(f"{path}: block data_{name} has loop_ but no column labels")
+            raise InputError(f"{path}: block data_{name} has loop_ but no column labels; add the _rln column labels after loop_")
         out.append({"name": name, "kind": "loop", "columns": columns, "span": (data_start, data_end)})
     return out
 
@@ -221,7 +221,7 @@ def read_star(path: str | os.PathLike, string_columns=STRING_COLUMNS) -> StarFil
     buf = _read_bytes(path)
     scanned = _scan(buf, path)
     if not scanned:
-        raise InputError(f"{path}: no data_ blocks found; is this a STAR file (it may be empty)?")
+        raise InputError(f"{path}: no data_ blocks found (is it empty, or not a STAR file?); pass a RELION-style .star file")
     blocks: dict[str, StarBlock] = {}
     for s in scanned:
         if s["kind"] == "pairs":
@@ -373,7 +373,7 @@ def merge_optics(particles, optics, where: str):
         r = int(np.argmax(idx < 0))
         raise InputError(
             f"{where}: row {r + 1} belongs to optics group {groups[r]}, which the optics table "
-            f"does not define (it has {', '.join(map(str, optics['rlnOpticsGroup'].tolist()))})"
+            f"does not define (it has {', '.join(map(str, optics['rlnOpticsGroup'].tolist()))}); add that group to data_optics or fix the row"
         )
     out = particles.copy()
     for col in optics.columns:
@@ -400,13 +400,13 @@ def parse_image_names(names, where: str) -> tuple[np.ndarray, np.ndarray]:
             r = int(np.flatnonzero(has_at)[np.argmax(bad)])
             raise InputError(
                 f"{where}: row {r + 1}: image name {s.iloc[r]!r} does not start with a positive "
-                "1-based index (expected index@stack.mrcs)"
+                "1-based index; fix it (expected index@stack.mrcs)"
             )
         index0[has_at] = num.to_numpy(dtype=np.int64) - 1
     empty = (pd.Series(paths).str.len() == 0).to_numpy()
     if empty.any():
         r = int(np.argmax(empty))
-        raise InputError(f"{where}: row {r + 1}: image name {s.iloc[r]!r} has no file name")
+        raise InputError(f"{where}: row {r + 1}: image name {s.iloc[r]!r} has no file name; fix it (expected index@stack.mrcs)")
     return index0, paths
 
 
@@ -423,7 +423,7 @@ def parse_vectors(values, where: str, column: str, dtype=np.float64) -> list[np.
             try:
                 np.array(v.split(","), dtype=dtype)
             except ValueError:
-                raise InputError(f"{where}: row {r + 1}: {label(column)} = {s[r]!r} is not a list of numbers") from None
+                raise InputError(f"{where}: row {r + 1}: {label(column)} = {s[r]!r} is not a list of numbers; fix it (e.g. [1,0,1])") from None
         raise
     return np.split(flat, np.cumsum(lens)[:-1])
 
@@ -437,7 +437,7 @@ def block_data_lines(path: str | os.PathLike, block_name: str) -> tuple[bytes, t
             d0, d1 = s["span"]
             rows = [ln.rstrip(b"\r") for ln in buf[d0:d1].split(b"\n") if _is_row(ln)]
             return buf, (d0, d1), rows
-    raise InputError(f"{path}: no loop block data_{block_name}; was the file changed since it was read?")
+    raise InputError(f"{path}: no loop block data_{block_name}; was the file changed since it was read? run setup again with --force")
 
 
 def write_star_subset(src: str | os.PathLike, block_name: str, rows, out_path: str | os.PathLike) -> Path:

@@ -133,5 +133,5 @@ def export_particles(source_info: SourceInfo, source_rows, out_path) -> list[Pat
     """
     name = _check_source(source_info.reader)
     if name == "auto":
-        raise ConfigError("export_particles needs the reader that read the file, not 'auto'")
+        raise ConfigError("export_particles needs the reader that read the file, not 'auto'; pass the table's source.reader")
     return _module(name).export(source_info, source_rows, out_path)

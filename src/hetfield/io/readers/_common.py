@@ -29,7 +29,7 @@ def num(df, column: str, where: str, default=None) -> np.ndarray:
     if column in df.columns:
         return numeric_column(_Frame(df), column, where)
     if default is None:
-        raise InputError(f"{where}: column {label(column)} is missing")
+        raise InputError(f"{where}: column {label(column)} is missing; add it, or pick another reader with --source")
     return np.full(len(df), float(default))
 
 
@@ -198,7 +198,7 @@ def assemble(columns: dict[str, np.ndarray], key, *, where: str, source: SourceI
 
     n = len(columns["source_row"])
     if n == 0:
-        raise InputError(f"{where}: no particle images found; the particle table has no data rows")
+        raise InputError(f"{where}: no particle images found; the particle table has no data rows; pass a file with at least one particle")
     codes, _ = pd.factorize(np.asarray(key), sort=False)
     order = np.arange(n) if presorted else np.argsort(codes, kind="stable")
     cols = {k: np.asarray(v)[order] for k, v in columns.items()}

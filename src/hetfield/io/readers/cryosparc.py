@@ -39,13 +39,13 @@ def load_cs(path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such file; check the path of the .cs file") from None
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(
             f"{path}: not a readable cryoSPARC .cs file ({exc}); export the particles from cryoSPARC again"
         ) from None
     if not isinstance(arr, np.ndarray) or arr.dtype.names is None:
-        raise InputError(f"{path}: not a cryoSPARC .cs file (no named fields)")
+        raise InputError(f"{path}: not a cryoSPARC .cs file (no named fields); export the particles from cryoSPARC as a .cs file")
     if arr.ndim != 1:
         arr = arr.reshape(-1)
     return arr
@@ -83,7 +83,7 @@ def read(path, datadir=None, check_images: bool = True, arr: np.ndarray | None =
     where = str(path)
     arr = load_cs(path) if arr is None else arr
     if len(arr) == 0:
-        raise InputError(f"{where}: the .cs file holds no particles")
+        raise InputError(f"{where}: the .cs file holds no particles; export a job with particles from cryoSPARC")
     miss = missing(arr)
     if miss:
         raise InputError(f"{where}: missing field(s) {', '.join(miss)}, needed by the 'cryosparc' reader; "

@@ -50,9 +50,9 @@ def merged_particles(star: StarFile, where: str):
     """The particle loop with optics columns copied onto each row, and its block."""
     block = particle_block(star)
     if block is None:
-        raise InputError(f"{where}: no loop block with _rlnImageName; is this a particle STAR file?")
+        raise InputError(f"{where}: no loop block with _rlnImageName; pass a particle STAR file (one row per image)")
     if block.n_rows == 0:
-        raise InputError(f"{where}: the particle table (data_{block.name}) has no data rows")
+        raise InputError(f"{where}: the particle table (data_{block.name}) has no data rows; pass a file with particles")
     optics = star.blocks.get("optics")
     df = merge_optics(block.df, optics.df if optics is not None and optics.kind == "loop" else None, where)
     return df, block
