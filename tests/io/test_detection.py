@@ -228,3 +228,11 @@ def test_unknown_loop_still_lists_what_each_reader_lacks(tmp_path):
     p.write_text(star_loop("particles", ["rlnImageName", "rlnAngleRot"], [["1@a.mrcs", 3.0]]))
     with pytest.raises(InputError, match="relion lacks _rlnDefocusU.*--source"):
         detect(p)
+
+
+def test_a_constant_second_group_column_does_not_veto_a_tilt_series(tmp_path):
+    """_rlnGroupNumber per tilt image (constant dose within) beside _rlnGroupName per particle."""
+    path = write_image_series(tmp_path, n_particles=3, n_tilts=4)
+    set_column(path, "rlnGroupNumber", np.tile(np.arange(4), 3) + 1)
+    det = detect(path)
+    assert det.reader == "image-series" and det.tilted and not det.against_tilt, det

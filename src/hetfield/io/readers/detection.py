@@ -181,6 +181,7 @@ def gather_facts(df) -> _Facts:
     else:
         f.against.append(f"_rlnCtfScalefactor outside (0, 1] ({_range(s)}: not cos(tilt))")
     informative = [v for v, ok in ((b, b_info), (s, s_info)) if ok]
+    constant = []  # a veto only when no other column groups the rows into tilt series
     for col in GROUP_COLUMNS:
         if col not in df.columns:
             continue
@@ -198,8 +199,8 @@ def gather_facts(df) -> _Facts:
                     for v in informative]
         if all((d <= 1).all() for d in distinct):
             f.groups[col] = "constant"
-            f.against.append(f"{what}, but _rlnCtfBfactor/_rlnCtfScalefactor are constant within each "
-                             "(per-micrograph values, not one per tilt image)")
+            constant.append(f"{what}, but _rlnCtfBfactor/_rlnCtfScalefactor are constant within each "
+                            "(per-micrograph values, not one per tilt image)")
             continue
         f.varies = True
         if b_info:
@@ -212,6 +213,8 @@ def gather_facts(df) -> _Facts:
                 continue
         f.groups[col] = "ok"
         f.tilt.append(f"{what} with a different dose or tilt on each row")
+    if "ok" not in f.groups.values():
+        f.against.extend(constant)
     if f.groups and not f.decisive and b_info and all(v != "ok" for v in f.groups.values()):
         if "constant" not in f.groups.values():
             f.against.append("no column groups the rows into tilt series (every group repeats a dose)")
