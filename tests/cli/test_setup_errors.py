@@ -190,6 +190,25 @@ def _(sim, tmp):
     return _setup(sim, tmp, particles=star), ["particles_000.mrcs", "--datadir"]
 
 
+@case("DATASET below a file")
+def _(sim, tmp):
+    (tmp / "afile").write_text("x")
+    return run_cli("setup", tmp / "afile" / "ds", "--particles", sim / "particles.star"), [
+        "afile is a file, so no directory can be made below it", "choose another DATASET path"]
+
+
+@case("DATASET is a file")
+def _(sim, tmp):
+    (tmp / "ds.txt").write_text("x")
+    return run_cli("setup", tmp / "ds.txt", "--particles", sim / "particles.star"), ["is a file, not a directory"]
+
+
+@case("tilt series with a misspelt column")
+def _(sim, tmp):
+    _edit_star(sim, "_rlnAngleTilt ", "_rlnAngleTlt ")
+    return _setup(sim, tmp), ["look like tilt-series images", "image-series: lacks _rlnAngleTilt", "--source"]
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(name, sim, tmp_path):
     proc, fragments = CASES[name](sim, tmp_path)

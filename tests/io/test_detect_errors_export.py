@@ -79,7 +79,7 @@ def test_unknown_format_lists_missing_columns_per_reader(tmp_path):
 def test_forced_reader_names_missing_columns(tmp_path):
     p = write_relion31(tmp_path)
     with pytest.raises(InputError, match=r"particles\.star: missing column\(s\) _rlnGroupName, _rlnCtfBfactor, "
-                                         r"needed by the 'image-series' reader"):
+                                         r"_rlnCtfScalefactor, needed by the 'image-series' reader"):
         read_particles(p, source="image-series")
     p.write_text(p.read_text().replace("_rlnDefocusU #3", "_rlnNotDefocus #3"))
     with pytest.raises(InputError, match=r"missing column\(s\) _rlnDefocusU, needed by the 'relion' reader"):

@@ -101,13 +101,17 @@ def test_nextpyp_export_is_detected_and_grouped_by_group_number(tmp_path):
     assert first["source_row"].tolist() == [0, 2, 4]
     # _rlnGroupName is NextPYP's particle index within its tilt series: grouping by it (image-series) merges
     # particles of different series, which is why NextPYP gets its own reader
-    wrong = read_particles(path, source="image-series")
+    with pytest.warns(UserWarning, match=r"--source image-series: its _rlnGroupName '0' repeats a dose"):
+        wrong = read_particles(path, source="image-series")
     assert wrong.n_particles == 2 and (wrong.tilts_per_particle() == 6).all()
 
 
 def test_nextpyp_forced_without_tilt_index(tmp_path):
     path = write_nextpyp(tmp_path, tilt_index=False)
-    assert detect_source(path) != "nextpyp"  # the marker column is what detection relies on
+    # without its marker column the file is a near miss, not an image series grouped by the wrong column
+    with pytest.raises(InputError, match=r"tilt-series images .*nextpyp: lacks _rlnTiltIndex; image-series: its "
+                                         r"_rlnGroupName '0' repeats a dose.*--source nextpyp takes the frames"):
+        detect_source(path)
     t = read_particles(path, source="nextpyp")
     assert t.n_particles == 4 and t.images[t.images.particle == 0]["frame"].tolist() == [0, 1, 2]
 

@@ -5,8 +5,21 @@ Per image: soft circular real-space window → centred 2D Fourier transform → 
 division by one global standard deviation estimated from a sample of ``min(n_images, 10 000)``
 images. Training and analysis then read ``images.npy`` memory-mapped and never touch the stacks.
 
-The output directory appears whole or not at all (built under a temporary name), and carries a
-fingerprint of its inputs and settings: re-running ``setup`` with unchanged inputs reuses it.
+The output directory appears whole or not at all (built under a temporary name beside it), and
+carries a fingerprint of everything that decides its contents: the source files' bytes, the stacks'
+size and time, the reader that read them, the hand flip, every override and preprocessing setting.
+Re-running ``setup`` with the same fingerprint reuses it.
+
+Order of work, so that bad input leaves nothing behind and a replacement never needs twice the disk:
+
+1. the output location is checked (a parent that is a file, no write permission: one line, no work);
+2. the particle file is read and validated, the images of the normalisation sample are read;
+3. the lock ``.DATASET.lock`` beside the dataset is taken (a second ``setup`` into the same DATASET
+   fails at once; the lock file stays, holding the last holder's pid);
+4. with ``--force``, the old dataset is moved aside and deleted (a kill leaves a hidden ``.old``
+   directory that the next ``setup`` of that DATASET removes);
+5. the new dataset is written under a hidden temporary name and renamed into place. A kill leaves
+   that temporary; the next ``setup`` of the same DATASET removes it first.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ from typing import Any
 from hetfield.data.batching import PER_IMAGE_FLOAT
 from hetfield.errors import ConfigError, DatasetError, InputError
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: particles.star round-trips (io.star.write_star); flags, reader and detection recorded
 NORM_SAMPLE_SIZE = 10_000
 CHUNK_IMAGES = 1024
 
@@ -39,22 +52,26 @@ class PreprocessSettings:
     window_outer: float = 0.9
     angpix_A: float | None = None
     norm_seed: int = 0
+    # None: as the particle file says (the reader's detection); True/False: the user's override
+    ctf_premultiplied: bool | None = None
+    dose_weighted: bool | None = None
+    flip_hand: bool | None = None
 
     def check(self, box: int | None = None) -> None:
         if self.downsample is not None:
             if self.downsample < 8 or self.downsample % 2:
-                raise ConfigError(f"--downsample {self.downsample}: the new box must be even and at least 8 pixels")
+                raise ConfigError(f"--downsample {self.downsample}: the new box must be even and at least 8 pixels; choose an even size of 8 or more")
             if box is not None and self.downsample > box:
                 raise ConfigError(
                     f"--downsample {self.downsample} is larger than the images' box {box}; "
-                    "Fourier cropping can only make images smaller"
+                    "Fourier cropping can only make images smaller; choose a smaller --downsample or drop it"
                 )
         if self.angpix_A is not None and not self.angpix_A > 0:
-            raise ConfigError(f"--angpix {self.angpix_A}: the pixel size must be positive (Å)")
+            raise ConfigError(f"--angpix {self.angpix_A}: the pixel size must be positive (Å); pass the pixel size of the images")
         if not 0 < self.window_inner < self.window_outer <= 1.0:
             raise ConfigError(
                 f"window radii {self.window_inner}, {self.window_outer}: need 0 < inner < outer <= 1 "
-                "(fractions of the half box)"
+                "(fractions of the half box); choose radii in that range"
             )
 
 
@@ -66,14 +83,17 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def input_fingerprint(source_files: dict[str, Path], stack_paths, settings: PreprocessSettings) -> str:
-    """Hash of the cache format, the settings, the source files' bytes and the stacks' size/mtime.
+def input_fingerprint(source_files: dict[str, Path], stack_paths, settings: PreprocessSettings,
+                      identity: dict[str, Any] | None = None) -> str:
+    """Hash of the cache format, the settings, how the file was read (``identity``: reader, hand
+    flip), the source files' bytes and the stacks' size/mtime.
 
     Stacks are identified by path, size and modification time rather than content: hashing
     terabytes of images on every ``setup`` would cost more than the preprocessing itself.
     """
     h = hashlib.sha256()
-    h.update(json.dumps({"format": CACHE_FORMAT, "settings": asdict(settings)}, sort_keys=True).encode())
+    h.update(json.dumps({"format": CACHE_FORMAT, "settings": asdict(settings), "identity": identity or {}},
+                        sort_keys=True, default=str).encode())
     for role in sorted(source_files):
         h.update(role.encode())
         h.update(_sha256_file(Path(source_files[role])).encode())
@@ -214,9 +234,86 @@ def existing_fingerprint(out_dir: Path) -> str | None:
     if not meta.is_file():
         return None
     try:
-        return (yaml.safe_load(meta.read_text()) or {}).get("fingerprint")
-    except yaml.YAMLError:
+        data = yaml.safe_load(meta.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return None
+    value = data.get("fingerprint") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def check_output_location(out_dir: Path) -> None:
+    """``out_dir`` can be created (or replaced) by this user: a one-line ConfigError before any work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"DATASET {out_dir} is a file, not a directory; choose another DATASET path")
+    parent = out_dir.absolute().parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            f"DATASET {out_dir}: {probe} is a file, so no directory can be made below it; choose another DATASET path"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"DATASET {out_dir}: no permission to write in {probe}; choose a DATASET path in a directory you can write to"
+        )
+
+
+def _looks_like_dataset(out_dir: Path) -> bool:
+    from hetfield.data.dataset import REQUIRED_FILES
+
+    return any((out_dir / f).exists() for f in REQUIRED_FILES) or not any(out_dir.iterdir())
+
+
+def _remove_old(out_dir: Path) -> None:
+    """Move the old dataset aside under a name :func:`~hetfield.io.atomic.remove_stale_temporaries`
+    knows, then delete it: a kill in between leaves a hidden ``.old`` the next ``setup`` removes."""
+    import tempfile
+
+    from hetfield.io.atomic import _tmp_prefix
+
+    aside = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out_dir), suffix=".old", dir=out_dir.parent))
+    os.replace(out_dir, aside / "old")
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _apply_overrides(table, settings: PreprocessSettings) -> dict[str, dict[str, Any]]:
+    """Set the user's flags on every image; return what each flag is and where it came from."""
+    import numpy as np
+
+    df = table.images
+    flags = {}
+    for name, value in (("ctf_premultiplied", settings.ctf_premultiplied), ("dose_weighted", settings.dose_weighted)):
+        option = "--" + name.replace("_", "-")
+        if value is None:
+            flags[name] = {"value": bool(df[name].any()), "from": "file", "images_true": int(df[name].sum())}
+        else:
+            df[name] = np.full(len(df), bool(value))
+            flags[name] = {"value": bool(value), "from": option if value else option.replace("--", "--no-", 1),
+                           "images_true": int(df[name].sum())}
+    mirror = bool(table.source.extra.get("mirror", False))
+    flags["flip_hand"] = {"value": mirror, "from": "file" if settings.flip_hand is None
+                          else ("--flip-hand" if settings.flip_hand else "--no-flip-hand")}
+    return flags
+
+
+def _apply_angpix(table, angpix_A: float | None) -> None:
+    """The user's pixel size. Shifts keep their size in pixels: an alignment measures them on the
+    image, and the file's Å values were computed from its own (now overridden) pixel size."""
+    if angpix_A is None:
+        return
+    df = table.images
+    ratio = angpix_A / df["pixel_size_A"].to_numpy()
+    for col in ("origin_x_A", "origin_y_A"):
+        df[col] = df[col].to_numpy() * ratio
+    df["pixel_size_A"] = angpix_A
+
+
+def reader_identity(table) -> dict[str, Any]:
+    """How the particle file was read, for the fingerprint: another reader or hand is another dataset."""
+    extra = table.source.extra
+    return {"reader": table.source.reader, "mirror": bool(extra.get("mirror", False)),
+            "files": sorted(table.source.files)}
 
 
 def prepare_dataset(
@@ -233,30 +330,32 @@ def prepare_dataset(
     """Validate and preprocess ``particles`` into ``out_dir``; return ``(out_dir, reused)``.
 
     ``tomograms``: the tomograms STAR of an optimisation set given as its particles STAR.
-
-    ``reused`` is True when ``out_dir`` already held a complete cache of the same inputs and settings.
+    ``reused`` is True when ``out_dir`` already held a complete cache of the same fingerprint.
+    See the module docstring for the order of work (locking, replacing, cleaning up).
     """
     import numpy as np
-    import pandas as pd
     import yaml
 
-    from hetfield import __version__
+    from hetfield.data.dataset import Dataset
     from hetfield.data.summary import summarize_table
     from hetfield.imaging.window import soft_circular_window
-    from hetfield.io.atomic import atomic_directory
+    from hetfield.io.atomic import atomic_directory, remove_stale_temporaries
+    from hetfield.io.lock import exclusive_lock
     from hetfield.io.mrc import open_stack
     from hetfield.io.readers import read_particles
+    from hetfield.io.star import write_star
 
     out_dir = Path(out_dir)
     settings.check()
+    check_output_location(out_dir)
     particles = Path(particles)
     if not particles.exists():
         raise InputError(f"{particles}: no such file; pass the particles STAR (or .cs) file with --particles")
-    table = read_particles(particles, datadir=datadir, source=source, **({"tomograms": tomograms} if tomograms else {}))
+    table = read_particles(particles, datadir=datadir, source=source, mirror=settings.flip_hand,
+                           **({"tomograms": tomograms} if tomograms else {}))
     where = str(particles)
-
-    if settings.angpix_A is not None:
-        table.images["pixel_size_A"] = settings.angpix_A
+    flags = _apply_overrides(table, settings)
+    _apply_angpix(table, settings.angpix_A)
     apix = table.images["pixel_size_A"].to_numpy()
     if not np.allclose(apix, apix[0], rtol=1e-4):
         raise InputError(
@@ -268,24 +367,30 @@ def prepare_dataset(
     settings.check(box)
     out_box = settings.downsample or box
     pixel_size_A = float(apix[0]) * box / out_box
+    identity = reader_identity(table)
+    fingerprint = input_fingerprint(table.source.files, stack_paths, settings, identity)
 
-    fingerprint = input_fingerprint(table.source.files, stack_paths, settings)
-    if out_dir.exists():
+    def reusable() -> bool:
+        """True: ``out_dir`` already holds this dataset; DatasetError when it holds something else."""
+        if not out_dir.exists() or not any(out_dir.iterdir()):
+            return False  # nothing there, or an empty directory made for us
         previous = existing_fingerprint(out_dir)
         if previous == fingerprint and not force:
             try:
-                from hetfield.data.dataset import Dataset
-
                 Dataset.open(out_dir)
-                return out_dir, True
+                return True
             except DatasetError:
-                pass  # incomplete cache with our fingerprint: rebuild it
-        elif not force:
-            what = "a dataset prepared from other inputs or settings" if previous else "other files"
-            raise DatasetError(
-                f"{out_dir} already holds {what}; pass --force to replace it or choose another directory"
-            )
+                return False  # incomplete cache with our fingerprint: rebuild it
+        if not _looks_like_dataset(out_dir):
+            raise DatasetError(f"{out_dir} holds files that are not a hetfield dataset; choose another DATASET "
+                               "directory (--force replaces only datasets)")
+        if not force:
+            what = "a dataset prepared from other inputs or settings" if previous else "an unreadable dataset"
+            raise DatasetError(f"{out_dir} already holds {what}; pass --force to replace it or choose another directory")
+        return False
 
+    if reusable():
+        return out_dir, True
     rng = np.random.default_rng(settings.norm_seed)
     window = None
     if settings.window:
@@ -295,54 +400,85 @@ def prepare_dataset(
     stacks: dict[str, Any] = {}
     df = table.images
     n = len(df)
-    with atomic_directory(out_dir, replace=True) as tmp:
-        std = _normalization_std(df, settings, window, out_box, stacks, rng, where)
-        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n, out_box + 1, out_box + 1))
-        for start in range(0, n, CHUNK_IMAGES):
-            rows = df.iloc[start : start + CHUNK_IMAGES]
-            imgs = _read_chunk(rows, stacks)
-            _check_finite(imgs, rows, where)
-            images[start : start + len(rows)] = _transform(imgs, settings, window, out_box, contrast_signs(rows, settings.invert)) / np.float32(std)
-            if progress is not None:
-                progress(min(start + CHUNK_IMAGES, n), n)
-        images.flush()
-        del images
+    std = _normalization_std(df, settings, window, out_box, stacks, rng, where)  # validates the sample's pixels
 
-        arrays = _per_image_arrays(table, pixel_size_A, table.has_poses)
-        np.savez(tmp / "arrays.npz", **arrays)
-        import starfile
+    lock = out_dir.absolute().parent / f".{out_dir.name}.lock"
+    hint = "wait for the other `hetfield setup` to finish, or choose another DATASET directory"
+    try:
+        with exclusive_lock(lock, f"DATASET {out_dir}", DatasetError, hint):
+            if reusable():  # another setup may have finished it while we validated
+                return out_dir, True
+            remove_stale_temporaries(out_dir.absolute().parent, out_dir.name)
+            if out_dir.exists():
+                _remove_old(out_dir)  # only --force gets here; the inputs are validated by now
+            with atomic_directory(out_dir) as tmp:
+                images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32,
+                                                   shape=(n, out_box + 1, out_box + 1))
+                for start in range(0, n, CHUNK_IMAGES):
+                    rows = df.iloc[start : start + CHUNK_IMAGES]
+                    imgs = _read_chunk(rows, stacks)
+                    _check_finite(imgs, rows, where)
+                    signs = contrast_signs(rows, settings.invert)
+                    images[start : start + len(rows)] = _transform(imgs, settings, window, out_box, signs) / np.float32(std)
+                    if progress is not None:
+                        progress(min(start + CHUNK_IMAGES, n), n)
+                images.flush()
+                del images
 
-        starfile.write({"images": pd.DataFrame(df)}, tmp / "particles.star", overwrite=True)
-        copied = _copy_sources(table.source, tmp / "source")
+                arrays = _per_image_arrays(table, pixel_size_A, table.has_poses)
+                np.savez(tmp / "arrays.npz", **arrays)
+                from hetfield.data.table import IMAGE_COLUMNS
 
-        summary = summarize_table(table)
-        summary["pixel_size_A"] = [pixel_size_A, pixel_size_A]
-        meta = {
-            "hetfield_version": __version__,
-            "cache_format": CACHE_FORMAT,
-            "fingerprint": fingerprint,
-            "command": command,
-            "particles": str(particles.resolve()),
-            "datadir": str(Path(datadir).resolve()) if datadir else None,
-            "source": {
-                "reader": table.source.reader,
-                "files": copied,
-                "original_files": {k: str(Path(v).resolve()) for k, v in table.source.files.items()},
-                "extra": _plain(table.source.extra),
-            },
-            "box": out_box,
-            "original_box": box,
-            "lattice": out_box + 1,
-            "pixel_size_A": pixel_size_A,
-            "n_particles": table.n_particles,
-            "n_images": n,
-            "has_poses": table.has_poses,
-            "normalization": {"mean": 0.0, "std": std, "n_sampled_images": min(n, NORM_SAMPLE_SIZE)},
-            "preprocessing": asdict(settings),
-            "summary": summary,
-        }
-        (tmp / "dataset.yaml").write_text(yaml.safe_dump(_plain(meta), sort_keys=False))
+                write_star(tmp / "particles.star", {"images": df[list(IMAGE_COLUMNS)]},
+                           comment="hetfield setup: one row per image (see hetfield.data.table)")
+                copied = _copy_sources(table.source, tmp / "source")
+
+                summary = summarize_table(table)
+                summary["pixel_size_A"] = [pixel_size_A, pixel_size_A]
+                meta = _metadata(table, particles, datadir, command, fingerprint, identity, copied, box, out_box,
+                                 pixel_size_A, std, settings, summary, flags)
+                (tmp / "dataset.yaml").write_text(yaml.safe_dump(_plain(meta), sort_keys=False))
+    except OSError as err:  # disk full, quota, a directory removed under us: the user's environment
+        what = f" {err.filename}" if err.filename else ""
+        raise DatasetError(
+            f"DATASET {out_dir}: a file operation failed ({err.strerror or err}{what}); nothing was kept; "
+            "free disk space or fix permissions, then run setup again"
+        ) from None
     return out_dir, False
+
+
+def _metadata(table, particles: Path, datadir, command, fingerprint, identity, copied, box, out_box, pixel_size_A,
+              std, settings, summary, flags) -> dict[str, Any]:
+    from hetfield import __version__
+
+    detection = table.detection.as_dict() if table.detection is not None else None
+    return {
+        "hetfield_version": __version__,
+        "cache_format": CACHE_FORMAT,
+        "fingerprint": fingerprint,
+        "command": command,
+        "particles": str(particles.resolve()),
+        "datadir": str(Path(datadir).resolve()) if datadir else None,
+        "source": {
+            "reader": table.source.reader,
+            "files": copied,
+            "original_files": {k: str(Path(v).resolve()) for k, v in table.source.files.items()},
+            "extra": _plain(table.source.extra),
+            "identity": identity,
+            "detection": detection,
+        },
+        "box": out_box,
+        "original_box": box,
+        "lattice": out_box + 1,
+        "pixel_size_A": pixel_size_A,
+        "n_particles": table.n_particles,
+        "n_images": len(table.images),
+        "has_poses": table.has_poses,
+        "flags": flags,
+        "normalization": {"mean": 0.0, "std": std, "n_sampled_images": min(len(table.images), NORM_SAMPLE_SIZE)},
+        "preprocessing": asdict(settings),
+        "summary": summary,
+    }
 
 
 def _plain(obj):

@@ -26,8 +26,9 @@ defocus_v_A            float64
 defocus_angle_deg      float64
 phase_shift_deg        float64
 ctf_bfactor_A2         float64  CTF envelope B-factor (0 when the column carries dose instead)
-ctf_scale              float64  RELION's CTF scale factor, multiplying the CTF (1 for image-series
-                                STAR files, where Warp stores cos(tilt) in that column)
+ctf_scale              float64  linear scale of the CTF (RELION's _rlnCtfScalefactor, cryoSPARC's
+                                ctf/scale; 1 when absent): the model multiplies the CTF by it, for
+                                every reader (docs/internals.md, "CTF scale factor")
 dose_e_per_A2          float64  cumulative pre-exposure before this image (0 for SPA)
 stage_tilt_deg         float64  stage tilt of this image (0 for SPA; unsigned when the source
                                 stores only cos(tilt))
@@ -103,6 +104,7 @@ class ParticleTable:
     images: Any  # pandas.DataFrame with IMAGE_COLUMNS
     source: SourceInfo
     has_poses: bool = True
+    detection: Any = None  # hetfield.io.readers.detection.Detection: why this reader was chosen
 
     @property
     def n_images(self) -> int:
@@ -135,7 +137,7 @@ def validate_images(df, where: str, has_poses: bool = True) -> None:
 
     missing = [c for c in IMAGE_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(f"{where}: internal table lacks columns {missing}")
+        raise InputError(f"{where}: internal table lacks columns {missing}; this is a bug in the reader: please report it")
     if len(df) == 0:
         raise InputError(f"{where}: no particle images found; check that the file has data rows")
     numeric = list(NUMERIC_REQUIRED) + (list(POSE_COLUMNS) if has_poses else [])
@@ -153,21 +155,21 @@ def validate_images(df, where: str, has_poses: bool = True) -> None:
             row = int(np.argmax(v <= 0))
             raise InputError(
                 f"{where}: row {int(df['source_row'].iloc[row]) + 1} has {col} = {v[row]}; "
-                "it must be positive"
+                "it must be positive: fix that value or remove the row"
             )
     w = df["amplitude_contrast"].to_numpy()
     if ((w < 0) | (w >= 1)).any():
         row = int(np.argmax((w < 0) | (w >= 1)))
         raise InputError(
             f"{where}: row {int(df['source_row'].iloc[row]) + 1} has amplitude contrast {w[row]}; "
-            "it must be in [0, 1)"
+            "it must be in [0, 1): fix that value (typical: 0.07–0.1)"
         )
     if (df["dose_e_per_A2"].to_numpy() < 0).any():
         row = int(np.argmax(df["dose_e_per_A2"].to_numpy() < 0))
-        raise InputError(f"{where}: row {int(df['source_row'].iloc[row]) + 1} has a negative dose")
+        raise InputError(f"{where}: row {int(df['source_row'].iloc[row]) + 1} has a negative dose; fix the dose column (_rlnCtfBfactor = -4·dose, _rlnMicrographPreExposure)")
     particle = df["particle"].to_numpy()
     if particle[0] != 0 or (np.diff(particle) < 0).any() or (np.diff(particle) > 1).any():
-        raise InputError(f"{where}: internal error: particle rows are not contiguous from 0")
+        raise InputError(f"{where}: internal error: particle rows are not contiguous from 0; this is a bug in the reader: please report it")
     dup = df.duplicated(subset=["image_path", "image_index"], keep="first").to_numpy()
     if dup.any():
         row = int(np.argmax(dup))

@@ -67,9 +67,9 @@ def read_header(path: str | os.PathLike, warn: bool = True) -> MRCHeader:
         with open(path, "rb") as fh:
             raw = fh.read(HEADER_BYTES)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read MRC file ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read MRC file ({exc.strerror or exc}); check that it exists and that you may read it") from None
     if len(raw) < HEADER_BYTES:
-        raise InputError(f"{path}: not an MRC file (only {len(raw)} bytes, shorter than the 1024-byte header)")
+        raise InputError(f"{path}: not an MRC file (only {len(raw)} bytes, shorter than the 1024-byte header); check the path, or re-copy the file")
     hdr_le = np.frombuffer(raw, dtype=_header_dtype(), count=1)[0]
     machst = bytes(hdr_le["machst"])
     map_id = bytes(hdr_le["map"])
@@ -90,7 +90,7 @@ def read_header(path: str | os.PathLike, warn: bool = True) -> MRCHeader:
         )
     nx, ny, nz = int(hdr["nx"]), int(hdr["ny"]), int(hdr["nz"])
     if nx <= 0 or ny <= 0 or nz <= 0:
-        raise InputError(f"{path}: MRC header gives an empty or negative size {nx}×{ny}×{nz}")
+        raise InputError(f"{path}: MRC header gives an empty or negative size {nx}×{ny}×{nz}; re-export the stack")
     dtype = np.dtype(_MODE_DTYPES[mode]).newbyteorder(order)
     nsymbt = max(int(hdr["nsymbt"]), 0)
     offset = HEADER_BYTES + nsymbt
@@ -167,7 +167,7 @@ class ImageStack:
             if sel.size and (sel.min() < 0 or sel.max() >= self.n_images):
                 bad = int(sel[(sel < 0) | (sel >= self.n_images)][0])
                 raise InputError(
-                    f"{self.path}: image {bad + 1} requested but the stack holds {self.n_images} images"
+                    f"{self.path}: image {bad + 1} requested but the stack holds {self.n_images} images; fix the image index"
                 )
         mm = self._memmap()
         try:

@@ -8,6 +8,12 @@ without the leading underscore (``rlnImageName``); messages print them with it.
 Every loop block remembers where its data rows sit in the text, so :func:`write_star_subset` can
 write a subset of a block's rows with the rest of the file (other blocks, comments, formatting,
 every column) untouched: exports stay in the user's own format byte for byte.
+
+:func:`write_star` writes DataFrames as loop blocks that :func:`read_star` reads back value for
+value: empty or blank-containing text is double-quoted (``""`` is an empty value, not a missing
+one), floats are written with the shortest repr that round-trips, booleans as 0/1. Text that looks
+like a number (``000123``) stays text when the reader is told the column is text
+(``string_columns``), which is how a prepared dataset's ``particles.star`` is read.
 """
 
 from __future__ import annotations
@@ -88,11 +94,11 @@ def _read_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such file; check the path") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a STAR file") from None
+        raise InputError(f"{path}: is a directory, not a STAR file; pass the .star file inside it") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc}); check that you may read it") from None
     if b"\0" in raw[:65536]:
         raise InputError(f"{path}: not a STAR text file (binary content); pass a RELION-style .star file")
     return raw
@@ -189,7 +195,7 @@ def _scan(buf: bytes, path: Path) -> list[dict]:
                 break
             data_end = line_start
         if not columns:
-            raise InputError(f"{path}: block data_{name} has loop_ but no column labels")
+            raise InputError(f"{path}: block data_{name} has loop_ but no column labels; add the _rln column labels after loop_")
         out.append({"name": name, "kind": "loop", "columns": columns, "span": (data_start, data_end)})
     return out
 
@@ -215,7 +221,7 @@ def read_star(path: str | os.PathLike, string_columns=STRING_COLUMNS) -> StarFil
     buf = _read_bytes(path)
     scanned = _scan(buf, path)
     if not scanned:
-        raise InputError(f"{path}: no data_ blocks found; is this a STAR file (it may be empty)?")
+        raise InputError(f"{path}: no data_ blocks found (is it empty, or not a STAR file?); pass a RELION-style .star file")
     blocks: dict[str, StarBlock] = {}
     for s in scanned:
         if s["kind"] == "pairs":
@@ -245,9 +251,11 @@ def read_star(path: str | os.PathLike, string_columns=STRING_COLUMNS) -> StarFil
                     f"column labels ({msg}); fix or remove that row"
                 ) from None
             short = np.zeros(len(df), dtype=bool)
-            for col in df.columns:  # a short row leaves "" in its trailing columns
+            for col in df.columns:  # a short row leaves "" in its trailing columns (so does a quoted "")
                 if not pd.api.types.is_numeric_dtype(df[col]):
                     short |= (df[col] == "").to_numpy()
+            if short.any():
+                short = _really_short(rows, short, len(columns))
             if short.any():
                 r = int(np.argmax(short))
                 raise InputError(
@@ -258,6 +266,58 @@ def read_star(path: str | os.PathLike, string_columns=STRING_COLUMNS) -> StarFil
         blocks[s["name"]] = StarBlock(s["name"], "loop", columns=list(columns), df=df,
                                       data_span=(d0, d1), first_data_line=first_line)
     return StarFile(path, blocks)
+
+
+def _really_short(rows: bytes, candidates: np.ndarray, n_columns: int) -> np.ndarray:
+    """Of the rows holding an empty value, those with fewer fields than columns (``""`` is a field)."""
+    lines = [ln for ln in rows.split(b"\n") if ln.strip()]
+    out = np.zeros(len(candidates), dtype=bool)
+    for r in np.flatnonzero(candidates):
+        text = _decode(lines[r])
+        try:
+            n = len(shlex.split(text, posix=True))
+        except ValueError:  # an unbalanced quote: not a row we can count
+            n = 0
+        out[r] = n < n_columns
+    return out
+
+
+def _star_text(values, kind: str):
+    """A column as STAR tokens (pandas Series of str)."""
+    import pandas as pd
+
+    if kind == "b":
+        return values.astype(np.int64).astype(str)
+    if kind in "iu":
+        return values.astype(str)
+    if kind == "f":
+        return values.astype(np.float64).astype(str)
+    text = values.astype(str)
+    needs = (text.str.len() == 0) | text.str.contains(r"[\s\"']", regex=True) | text.str.match(r"^(_|#|data_|loop_)")
+    if needs.any():
+        quoted = '"' + text.str.replace('"', '""', regex=False) + '"'
+        text = pd.Series(np.where(needs.to_numpy(), quoted.to_numpy(), text.to_numpy()), index=values.index)
+    return text
+
+
+def format_star(blocks: dict, comment: str | None = None) -> str:
+    """STAR text of ``{block name: DataFrame}`` (loop blocks); see the module docstring."""
+    out = [f"# {comment}\n" if comment else "", "# version 30001\n"]
+    for name, df in blocks.items():
+        out.append(f"\ndata_{name}\n\nloop_\n")
+        out.extend(f"_{c} #{i + 1}\n" for i, c in enumerate(df.columns))
+        if len(df):
+            cols = [_star_text(df[c], df[c].dtype.kind) for c in df.columns]
+            line = cols[0].str.cat(cols[1:], sep=" ") if len(cols) > 1 else cols[0]
+            out.append("\n".join(line.tolist()) + "\n")
+    return "".join(out)
+
+
+def write_star(path: str | os.PathLike, blocks: dict, comment: str | None = None) -> Path:
+    """Write ``{block name: DataFrame}`` as loop blocks, atomically; :func:`read_star` reads it back."""
+    from hetfield.io.atomic import write_text_atomic
+
+    return write_text_atomic(path, format_star(blocks, comment))
 
 
 def numeric_column(block: StarBlock, column: str, where: str, dtype=np.float64) -> np.ndarray:
@@ -313,7 +373,7 @@ def merge_optics(particles, optics, where: str):
         r = int(np.argmax(idx < 0))
         raise InputError(
             f"{where}: row {r + 1} belongs to optics group {groups[r]}, which the optics table "
-            f"does not define (it has {', '.join(map(str, optics['rlnOpticsGroup'].tolist()))})"
+            f"does not define (it has {', '.join(map(str, optics['rlnOpticsGroup'].tolist()))}); add that group to data_optics or fix the row"
         )
     out = particles.copy()
     for col in optics.columns:
@@ -340,13 +400,13 @@ def parse_image_names(names, where: str) -> tuple[np.ndarray, np.ndarray]:
             r = int(np.flatnonzero(has_at)[np.argmax(bad)])
             raise InputError(
                 f"{where}: row {r + 1}: image name {s.iloc[r]!r} does not start with a positive "
-                "1-based index (expected index@stack.mrcs)"
+                "1-based index; fix it (expected index@stack.mrcs)"
             )
         index0[has_at] = num.to_numpy(dtype=np.int64) - 1
     empty = (pd.Series(paths).str.len() == 0).to_numpy()
     if empty.any():
         r = int(np.argmax(empty))
-        raise InputError(f"{where}: row {r + 1}: image name {s.iloc[r]!r} has no file name")
+        raise InputError(f"{where}: row {r + 1}: image name {s.iloc[r]!r} has no file name; fix it (expected index@stack.mrcs)")
     return index0, paths
 
 
@@ -363,7 +423,7 @@ def parse_vectors(values, where: str, column: str, dtype=np.float64) -> list[np.
             try:
                 np.array(v.split(","), dtype=dtype)
             except ValueError:
-                raise InputError(f"{where}: row {r + 1}: {label(column)} = {s[r]!r} is not a list of numbers") from None
+                raise InputError(f"{where}: row {r + 1}: {label(column)} = {s[r]!r} is not a list of numbers; fix it (e.g. [1,0,1])") from None
         raise
     return np.split(flat, np.cumsum(lens)[:-1])
 
@@ -377,7 +437,7 @@ def block_data_lines(path: str | os.PathLike, block_name: str) -> tuple[bytes, t
             d0, d1 = s["span"]
             rows = [ln.rstrip(b"\r") for ln in buf[d0:d1].split(b"\n") if _is_row(ln)]
             return buf, (d0, d1), rows
-    raise InputError(f"{path}: no loop block data_{block_name}; was the file changed since it was read?")
+    raise InputError(f"{path}: no loop block data_{block_name}; was the file changed since it was read? run setup again with --force")
 
 
 def write_star_subset(src: str | os.PathLike, block_name: str, rows, out_path: str | os.PathLike) -> Path:

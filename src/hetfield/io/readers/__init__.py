@@ -3,23 +3,21 @@
 Public API::
 
     SOURCES                                   # the reader names
-    detect_source(path) -> str                # by the columns each reader needs
-    read_particles(path, datadir=None, source="auto", check_images=True, tomograms=None)
+    detect(path, source="auto") -> Detection  # the reader, the evidence, the near misses
+    detect_source(path) -> str                # detect(path).reader
+    read_particles(path, datadir=None, source="auto", check_images=True, tomograms=None, mirror=None)
     export_particles(source_info, source_rows, out_path) -> list[Path]
 
-Detection (extra columns never matter; only the columns a reader needs, and for image-series vs
-RELION SPA, the values):
+Detection (:mod:`hetfield.io.readers.detection`) returns a :class:`~hetfield.io.readers.detection.Detection`
+holding the reader, the evidence seen and, per reader, the columns it lacks. Rows that look like
+tilt-series images are never read as single particles silently: when no tilt-series reader fits,
+that is an error naming the missing columns. ``read_particles`` attaches the Detection to the table
+(``table.detection``).
 
-1. ``.cs`` / numpy files -> ``cryosparc``.
-2. An optimisation set (``_rlnTomoParticlesFile``) or a particle table with
-   ``_rlnTomoVisibleFrames`` -> ``optimisation-set``.
-3. ``_rlnTiltIndex`` with ``_rlnGroupNumber``, ``_rlnCtfBfactor``, ``_rlnCtfScalefactor`` -> ``nextpyp``
-   (RELION SPA files have ``_rlnGroupNumber`` but never ``_rlnTiltIndex``).
-4. ``_rlnGroupName`` + dose/tilt columns with a particle of several rows and a non-zero B-factor or
-   a scale factor below 1 -> ``image-series``; otherwise ``relion``.
-
-Nothing matches -> InputError listing, per reader, the columns it misses, and suggesting ``--source``.
 ``check_images=False`` reads metadata only (no stack is opened; missing stacks are not an error).
+``mirror=True`` reconstructs the other hand: every image's rotation ``A`` becomes ``D A D`` with
+``D = diag(1, 1, -1)`` (for RELION angles: the tilt angle changes sign; 2D origins are unchanged);
+optimisation sets decide it by producer when ``mirror`` is None (see their reader).
 """
 
 from __future__ import annotations
@@ -62,45 +60,16 @@ def _is_numpy_file(path: Path) -> bool:
         return False
 
 
-def _detect_star(path: Path, star) -> str:
-    from hetfield.io.readers import image_series, nextpyp, optimisation_set, relion
+def detect(path, source: str = "auto"):
+    """The :class:`~hetfield.io.readers.detection.Detection` for ``path`` (see the module docstring)."""
+    from hetfield.io.readers.detection import detect_file
 
-    if optimisation_set.is_optimisation_set(star):
-        return "optimisation-set"
-    miss = {
-        "optimisation-set": optimisation_set.missing(star),
-        "nextpyp": nextpyp.missing(star),
-        "image-series": image_series.missing(star),
-        "relion": relion.missing(star),
-    }
-    strong = [s for s in ("optimisation-set", "nextpyp") if not miss[s]]
-    if len(strong) > 1:
-        raise InputError(
-            f"{path}: ambiguous particle file: it has the columns of both {' and '.join(strong)}; "
-            f"choose with --source ({' or '.join(strong)})"
-        )
-    if strong:
-        return strong[0]
-    if not miss["image-series"] and (image_series.looks_tilted(star) or miss["relion"]):
-        return "image-series"
-    if not miss["relion"]:
-        return "relion"
-    if not any(b.kind == "loop" and b.n_rows for b in star.blocks.values()):
-        raise InputError(f"{path}: the STAR file has no data rows")
-    details = "; ".join(f"{s} lacks {', '.join(m)}" for s, m in miss.items())
-    raise InputError(f"{path}: cannot tell which reader fits this file ({details}); fix the file or pass --source")
+    return detect_file(path, _check_source(source))
 
 
 def detect_source(path) -> str:
-    """The reader for ``path`` (see the module docstring for the rules)."""
-    from hetfield.io.star import read_star
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if _is_numpy_file(path):
-        return "cryosparc"
-    return _detect_star(path, read_star(path))
+    """The reader for ``path`` (see :mod:`hetfield.io.readers.detection` for the rules)."""
+    return detect(path).reader
 
 
 def read_particles(path, datadir=None, source: str = "auto", check_images: bool = True,
@@ -112,29 +81,47 @@ def read_particles(path, datadir=None, source: str = "auto", check_images: bool 
     ``mirror`` forces (True) or forbids (False) the WarpTools hand correction (default: by producer;
     see :mod:`hetfield.io.readers.optimisation_set`).
     """
+    from hetfield.io.readers.detection import Detection, detect_star
     from hetfield.io.star import read_star
 
     source = _check_source(source)
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file; pass an existing particles STAR or .cs file")
     if datadir is not None and not Path(datadir).is_dir():
-        raise InputError(f"--datadir {datadir}: no such directory")
+        raise InputError(f"--datadir {datadir}: no such directory; pass the directory that holds the image stacks")
     numpy_file = _is_numpy_file(path)
     if source == "cryosparc" or (source == "auto" and numpy_file):
-        return _module("cryosparc").read(path, datadir=datadir, check_images=check_images)
+        if tomograms is not None:
+            raise ConfigError("--tomograms applies to optimisation sets only, not to cryoSPARC files; drop it")
+        det = Detection(str(path), "cryosparc", forced=source != "auto",
+                        evidence=("a numpy structured array (cryoSPARC .cs)",))
+        table = _module("cryosparc").read(path, datadir=datadir, check_images=check_images)
+        return _finish(table, det, mirror)
     if numpy_file:
         raise InputError(f"{path}: this is a cryoSPARC .cs (numpy) file; use --source cryosparc or auto")
     star = read_star(path)
-    if source == "auto":
-        source = _detect_star(path, star)
+    det = detect_star(path, star, source)
+    det.emit_warnings()
+    source = det.reader
     if source == "optimisation-set":
         kwargs = {"tomograms": tomograms, "mirror": mirror}
-    elif tomograms is not None or mirror is not None:
-        raise ConfigError(f"tomograms= and mirror= apply to optimisation sets only, not to {source!r} files")
+    elif tomograms is not None:
+        raise ConfigError(f"--tomograms applies to optimisation sets only, not to {source!r} files; drop it")
     else:
         kwargs = {}
-    return _module(source).read(path, datadir=datadir, check_images=check_images, star=star, **kwargs)
+    table = _module(source).read(path, datadir=datadir, check_images=check_images, star=star, **kwargs)
+    return _finish(table, det, None if source == "optimisation-set" else mirror)
+
+
+def _finish(table: ParticleTable, detection, mirror: bool | None) -> ParticleTable:
+    """Attach the detection; apply a requested hand flip (optimisation sets do their own)."""
+    table.detection = detection
+    if mirror is not None:
+        table.source.extra["mirror"] = bool(mirror)
+        if mirror:  # D A D for D = diag(1, 1, -1): the RELION tilt angle changes sign (see the docstring)
+            table.images["euler_tilt_deg"] = -table.images["euler_tilt_deg"]
+    return table
 
 
 def export_particles(source_info: SourceInfo, source_rows, out_path) -> list[Path]:
@@ -146,5 +133,5 @@ def export_particles(source_info: SourceInfo, source_rows, out_path) -> list[Pat
     """
     name = _check_source(source_info.reader)
     if name == "auto":
-        raise ConfigError("export_particles needs the reader that read the file, not 'auto'")
+        raise ConfigError("export_particles needs the reader that read the file, not 'auto'; pass the table's source.reader")
     return _module(name).export(source_info, source_rows, out_path)

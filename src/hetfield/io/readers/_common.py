@@ -29,7 +29,7 @@ def num(df, column: str, where: str, default=None) -> np.ndarray:
     if column in df.columns:
         return numeric_column(_Frame(df), column, where)
     if default is None:
-        raise InputError(f"{where}: column {label(column)} is missing")
+        raise InputError(f"{where}: column {label(column)} is missing; add it, or pick another reader with --source")
     return np.full(len(df), float(default))
 
 
@@ -84,6 +84,19 @@ def pose_columns(df, apix: np.ndarray, where: str) -> tuple[dict[str, np.ndarray
         else:
             out[key] = np.zeros(n)
     return out, True
+
+
+def check_ctf_scale(scale: np.ndarray, where: str, rows: np.ndarray | None = None,
+                    what: str = "_rlnCtfScalefactor") -> None:
+    """A CTF scale must be positive: 0 means the image carries no signal, a negative one flips it."""
+    bad = ~(scale > 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        r = int(rows[i]) if rows is not None else i
+        raise InputError(
+            f"{where}: row {r + 1}: {what} = {scale[i]:g}; a CTF scale factor must be positive (it multiplies "
+            "the CTF); fix the value or remove the row"
+        )
 
 
 def flag(df, column: str, where: str) -> np.ndarray:
@@ -185,7 +198,7 @@ def assemble(columns: dict[str, np.ndarray], key, *, where: str, source: SourceI
 
     n = len(columns["source_row"])
     if n == 0:
-        raise InputError(f"{where}: no particle images found; the particle table has no data rows")
+        raise InputError(f"{where}: no particle images found; the particle table has no data rows; pass a file with at least one particle")
     codes, _ = pd.factorize(np.asarray(key), sort=False)
     order = np.arange(n) if presorted else np.argsort(codes, kind="stable")
     cols = {k: np.asarray(v)[order] for k, v in columns.items()}

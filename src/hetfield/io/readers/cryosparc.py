@@ -2,7 +2,8 @@
 
 Fields used: ``blob/path`` (a leading ``>`` is stripped), ``blob/idx`` (0-based), ``blob/shape``,
 ``blob/psize_A``, ``ctf/df1_A``, ``ctf/df2_A``, ``ctf/df_angle_rad``, ``ctf/phase_shift_rad``,
-``ctf/accel_kv``, ``ctf/cs_mm``, ``ctf/amp_contrast``, ``ctf/bfactor``, ``ctf/exp_group_id``,
+``ctf/accel_kv``, ``ctf/cs_mm``, ``ctf/amp_contrast``, ``ctf/bfactor``, ``ctf/scale`` (the CTF's
+linear scale, like RELION's ``_rlnCtfScalefactor``; 1 when absent), ``ctf/exp_group_id``,
 ``alignments3D/pose`` and ``alignments3D/shift``.
 
 Pose convention (the facts pyem's ``csparc2star`` and cryoDRGN's ``parse_pose_csparc`` rely on):
@@ -38,13 +39,13 @@ def load_cs(path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such file; check the path of the .cs file") from None
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(
             f"{path}: not a readable cryoSPARC .cs file ({exc}); export the particles from cryoSPARC again"
         ) from None
     if not isinstance(arr, np.ndarray) or arr.dtype.names is None:
-        raise InputError(f"{path}: not a cryoSPARC .cs file (no named fields)")
+        raise InputError(f"{path}: not a cryoSPARC .cs file (no named fields); export the particles from cryoSPARC as a .cs file")
     if arr.ndim != 1:
         arr = arr.reshape(-1)
     return arr
@@ -82,7 +83,7 @@ def read(path, datadir=None, check_images: bool = True, arr: np.ndarray | None =
     where = str(path)
     arr = load_cs(path) if arr is None else arr
     if len(arr) == 0:
-        raise InputError(f"{where}: the .cs file holds no particles")
+        raise InputError(f"{where}: the .cs file holds no particles; export a job with particles from cryoSPARC")
     miss = missing(arr)
     if miss:
         raise InputError(f"{where}: missing field(s) {', '.join(miss)}, needed by the 'cryosparc' reader; "
@@ -100,6 +101,8 @@ def read(path, datadir=None, check_images: bool = True, arr: np.ndarray | None =
         nan = np.full(n, np.nan)
         poses = {c: nan.copy() for c in ("euler_rot_deg", "euler_tilt_deg", "euler_psi_deg",
                                          "origin_x_A", "origin_y_A")}
+    scale = _field(arr, "ctf/scale", 1.0).astype(np.float64)
+    C.check_ctf_scale(scale, where, what="ctf/scale")
     names = (_decode(arr["uid"]) if "uid" in arr.dtype.names else np.arange(n).astype(str).astype(object))
     group = (_decode(arr["location/micrograph_path"]) if "location/micrograph_path" in arr.dtype.names
              else np.full(n, "", dtype=object))
@@ -118,6 +121,7 @@ def read(path, datadir=None, check_images: bool = True, arr: np.ndarray | None =
         "defocus_angle_deg": np.degrees(_field(arr, "ctf/df_angle_rad").astype(np.float64)),
         "phase_shift_deg": np.degrees(_field(arr, "ctf/phase_shift_rad", 0.0).astype(np.float64)),
         "ctf_bfactor_A2": _field(arr, "ctf/bfactor", 0.0).astype(np.float64),
+        "ctf_scale": scale,
         "dose_e_per_A2": np.zeros(n),
         "stage_tilt_deg": np.zeros(n),
         "ctf_premultiplied": np.zeros(n, dtype=bool),

@@ -6,7 +6,9 @@ conventions:
 
 * cumulative dose ``= -_rlnCtfBfactor / 4`` (so ``ctf_bfactor_A2 = 0``: the column held dose);
 * stage tilt ``= degrees(arccos(clip(_rlnCtfScalefactor, -1, 1)))``, unsigned because only
-  ``cos(tilt)`` is stored (0 when the column is absent);
+  ``cos(tilt)`` is stored;
+* ``ctf_scale = _rlnCtfScalefactor``: RELION defines it as a linear scale of the CTF, and the
+  images of tomoDRGN's simulator do fall with it (docs/internals.md, "CTF scale factor");
 * pixel size ``_rlnImagePixelSize``, or ``_rlnDetectorPixelSize`` (× 10000 / ``_rlnMagnification``
   when given), from the particle rows or a merged ``data_optics`` block;
 * origins ``_rlnOriginX/Y`` (pixels) or ``_rlnOriginX/YAngst``; phase shift 0 when absent.
@@ -29,33 +31,14 @@ from hetfield.io.star import StarFile, parse_image_names, read_star, write_star_
 
 NAME = "image-series"
 
-REQUIRED = ("rlnImageName", "rlnGroupName", "rlnCtfBfactor", *C.ANGLE_COLUMNS, *C.CTF_COLUMNS,
-            C.PIXEL_SIZE_COLUMNS)
+REQUIRED = ("rlnImageName", "rlnGroupName", "rlnCtfBfactor", "rlnCtfScalefactor", *C.ANGLE_COLUMNS,
+            *C.CTF_COLUMNS, C.PIXEL_SIZE_COLUMNS)
 
 
 def missing(star: StarFile) -> list[str]:
     if relion.particle_block(star) is None:
         return ["_rlnImageName (no particle table)"]
     return C.missing_columns(relion.merged_columns(star), REQUIRED)
-
-
-def looks_tilted(star: StarFile) -> bool:
-    """Evidence that rows are tilt images: a group with several rows and dose/tilt values present.
-
-    RELION SPA files may carry ``_rlnGroupName``, ``_rlnCtfBfactor`` and ``_rlnCtfScalefactor``
-    too, but then the B-factor is 0 and the scale factor 1 everywhere (or a group holds one image).
-    """
-    import pandas as pd
-
-    block = relion.particle_block(star)
-    df = block.df
-    if block.n_rows == 0 or "rlnGroupName" not in df.columns:
-        return False
-    if not df["rlnGroupName"].duplicated().any():
-        return False
-    b = pd.to_numeric(df["rlnCtfBfactor"], errors="coerce") if "rlnCtfBfactor" in df.columns else None
-    s = pd.to_numeric(df["rlnCtfScalefactor"], errors="coerce") if "rlnCtfScalefactor" in df.columns else None
-    return bool((b is not None and (b.fillna(0) != 0).any()) or (s is not None and (s.fillna(1) != 1).any()))
 
 
 def read_tilt_rows(path: Path, star: StarFile, *, reader: str, required, group_column: str,
@@ -77,6 +60,7 @@ def read_tilt_rows(path: Path, star: StarFile, *, reader: str, required, group_c
             "reads the cumulative dose as -_rlnCtfBfactor/4; is this an SPA file? try --source relion"
         )
     scale = C.num(df, "rlnCtfScalefactor", where, default=1.0)
+    C.check_ctf_scale(scale, where)
     tilt = np.degrees(np.arccos(np.clip(scale, -1.0, 1.0)))
     key = df[group_column].astype(str).to_numpy(dtype=object)
     frame = C.num(df, frame_column, where).astype(np.int64) if frame_column and frame_column in df.columns else None
@@ -90,6 +74,7 @@ def read_tilt_rows(path: Path, star: StarFile, *, reader: str, required, group_c
         "pixel_size_A": apix,
         **C.ctf_columns(df, where),
         "ctf_bfactor_A2": np.zeros(n),
+        "ctf_scale": scale,
         "dose_e_per_A2": dose,
         "stage_tilt_deg": tilt,
         "ctf_premultiplied": C.flag(df, "rlnCtfDataAreCtfPremultiplied", where),

@@ -46,7 +46,8 @@ Geometry (RELION's ``ParticleSet``/``Tomogram`` classes and ``reconstruct_partic
 Flags: ``ctf_premultiplied`` from ``_rlnCtfDataAreCtfPremultiplied``; ``dose_weighted`` from a
 ``_rlnTomoDoseWeighted``-style column if one is present, else True for WarpTools exports (their
 ``ReconstructParticleSeries`` multiplies every image by ``exp(-dose / (2 N_e))`` and the tilt's CTF
-scale) and False otherwise. Extra column ``ctf_scale``: the frame's ``_rlnCtfScalefactor``.
+scale) and False otherwise. ``ctf_scale``: the frame's ``_rlnCtfScalefactor`` (the linear scale of
+the CTF, as in every reader; it must be positive on visible frames).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def locate_files(path: Path, star: StarFile, tomograms=None, datadir=None) -> tu
     if tomograms is not None:
         tomo_path = Path(tomograms)
         if not tomo_path.is_file():
-            raise InputError(f"{tomograms}: tomograms STAR not found")
+            raise InputError(f"{tomograms}: tomograms STAR not found; check the path given with --tomograms")
         return None, path, tomo_path.resolve()
     for cand in sorted(path.parent.glob("*optimisation_set*.star")):
         try:
@@ -142,7 +143,7 @@ def _tilt_tables(tomo_path: Path, datadir, where_tomo: str):
     tstar = read_star(tomo_path)
     glob = tstar.blocks.get("global")
     if glob is None or glob.kind != "loop" or "rlnTomoName" not in glob.columns:
-        raise InputError(f"{where_tomo}: no data_global loop with _rlnTomoName; is this a tomograms STAR?")
+        raise InputError(f"{where_tomo}: no data_global loop with _rlnTomoName; pass the tomograms STAR (with --tomograms) or the optimisation set")
     gdf = glob.df
     tables = {}
     for name in gdf["rlnTomoName"].astype(str):
@@ -152,16 +153,16 @@ def _tilt_tables(tomo_path: Path, datadir, where_tomo: str):
             ts = read_star(resolve_image_path(ref, tomo_path.parent, datadir, what="tilt-series STAR"))
             blk = ts.find_loop("rlnTomoProjX") or (ts.loops()[0] if ts.loops() else None)
         if blk is None or blk.kind != "loop":
-            raise InputError(f"{where_tomo}: tomogram {name!r} has no tilt table (data_{name})")
+            raise InputError(f"{where_tomo}: tomogram {name!r} has no tilt table (data_{name}); add that block to the tomograms STAR")
         miss = C.missing_columns(blk.columns, TILT_REQUIRED)
         if miss:
             raise InputError(
                 f"{where_tomo}: the tilt table of tomogram {name!r} lacks {', '.join(miss)}, needed by the "
                 f"'{NAME}' reader (RELION-5 tilt-series files with _rlnTomoXTilt/_rlnTomoYTilt/_rlnTomoZRot "
-                "instead of projection matrices are not supported yet)"
+                "instead of projection matrices are not supported yet); export the set with projection matrices (WarpTools does)"
             )
         if blk.n_rows == 0:
-            raise InputError(f"{where_tomo}: the tilt table of tomogram {name!r} has no rows")
+            raise InputError(f"{where_tomo}: the tilt table of tomogram {name!r} has no rows; fix the tomograms STAR")
         tables[name] = blk.df
     return gdf, tables
 
@@ -172,13 +173,13 @@ def _rotations(proj_rows: list[np.ndarray], where: str, tomo: str) -> np.ndarray
     scale = np.cbrt(det)
     if (np.abs(scale) < 1e-6).any():
         f = int(np.argmax(np.abs(scale) < 1e-6))
-        raise InputError(f"{where}: tomogram {tomo!r} frame {f + 1}: projection matrix is singular")
+        raise InputError(f"{where}: tomogram {tomo!r} frame {f + 1}: projection matrix is singular; fix _rlnTomoProjX/Y/Z of that frame")
     r = m / scale[:, None, None]
     err = np.abs(r @ np.swapaxes(r, 1, 2) - np.eye(3)).max(axis=(1, 2))
     if (err > 2e-3).any() or (det < 0).any():
         f = int(np.argmax((err > 2e-3) | (det < 0)))
         raise InputError(
-            f"{where}: tomogram {tomo!r} frame {f + 1}: the 3×3 part of the projection matrix is not a rotation"
+            f"{where}: tomogram {tomo!r} frame {f + 1}: the 3×3 part of the projection matrix is not a rotation; fix _rlnTomoProjX/Y/Z of that frame"
         )
     return r
 
@@ -202,7 +203,7 @@ def _per_tomo_value(gdf, column, tomo_idx, where, default=None):
     if column in gdf.columns:
         return C.num(gdf, column, where)[tomo_idx]
     if default is None:
-        raise InputError(f"{where}: the data_global table lacks {label(column)}")
+        raise InputError(f"{where}: the data_global table lacks {label(column)}; add it to the tomograms STAR")
     return np.full(len(tomo_idx), float(default))
 
 
@@ -216,7 +217,7 @@ def _frame_arrays(tomo_names, tables, where_tomo: str) -> dict[str, np.ndarray]:
         rows = [np.stack(parse_vectors(t[c].to_numpy(), w, c))
                 for c in ("rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ")]
         if any(r.shape[1] != 4 for r in rows):
-            raise InputError(f"{w}: projection matrix rows must have 4 entries")
+            raise InputError(f"{w}: projection matrix rows must have 4 entries; fix _rlnTomoProjX/Y/Z/W")
         rot = _rotations(rows, where_tomo, name)
         du = C.num(t, "rlnDefocusU", w)
         out["rot"].append(rot)
@@ -240,14 +241,14 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
     pstar = star if parts_path == path else read_star(parts_path)
     block = particle_block(pstar)
     if block is None:
-        raise InputError(f"{where}: no particle table with _rlnTomoVisibleFrames")
+        raise InputError(f"{where}: no particle table with _rlnTomoVisibleFrames; pass the particles STAR of the optimisation set")
     general = pstar.blocks.get("general")
     pairs = general.pairs if general is not None and general.kind == "pairs" else {}
     if str(pairs.get("rlnTomoSubTomosAre2DStacks", "1")) != "1":
         raise InputError(f"{where}: the particles are 3D subtomograms; hetfield needs 2D particle stacks "
-                         "(WarpTools ts_export_particles --2d, or RELION's 2D stacks)")
+                         "(export them with WarpTools ts_export_particles --2d, or use RELION's 2D stacks)")
     if block.n_rows == 0:
-        raise InputError(f"{where}: the particle table (data_{block.name}) has no data rows")
+        raise InputError(f"{where}: the particle table (data_{block.name}) has no data rows; pass a file with particles")
     optics = pstar.blocks.get("optics")
     df = merge_optics(block.df, optics.df if optics is not None and optics.kind == "loop" else None, where)
     C.require(df.columns, REQUIRED, where, NAME)
@@ -261,7 +262,7 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
     tomo_of = np.array([lookup.get(n, -1) for n in pt_name], dtype=np.int64)
     if (tomo_of < 0).any():
         r = int(np.argmax(tomo_of < 0))
-        raise InputError(f"{where}: row {r + 1}: tomogram {pt_name[r]!r} is not in {where_tomo}")
+        raise InputError(f"{where}: row {r + 1}: tomogram {pt_name[r]!r} is not in {where_tomo}; add the tomogram or remove the particle")
 
     # per-frame arrays of all tomograms, concatenated (frame f of tomogram t = row offset[t] + f)
     n_frames = np.array([len(tables[n]) for n in tomo_names], dtype=np.int64)
@@ -276,7 +277,7 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
         r = int(np.argmax(bad))
         raise InputError(
             f"{where}: row {r + 1}: _rlnTomoVisibleFrames lists {lens[r]} frames but tomogram "
-            f"{pt_name[r]!r} has {n_frames[tomo_of[r]]} in {where_tomo}"
+            f"{pt_name[r]!r} has {n_frames[tomo_of[r]]} in {where_tomo}; fix _rlnTomoVisibleFrames (one entry per frame)"
         )
     flat = np.concatenate(vis) if len(vis) else np.zeros(0, dtype=np.int64)
     p_rep = np.repeat(np.arange(n_part), lens)
@@ -291,6 +292,14 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
     p_img, f_img = p_rep[keep], f_rep[keep]
     t_img = tomo_of[p_img]
     g_img = offset[t_img] + f_img
+    scale = fr["scale"][g_img]
+    if not (scale > 0).all():
+        i = int(np.argmax(~(scale > 0)))
+        raise InputError(
+            f"{where_tomo}: tomogram {tomo_names[t_img[i]]!r} frame {int(f_img[i]) + 1} has _rlnCtfScalefactor "
+            f"{scale[i]:g} but is visible for the particle of row {int(p_img[i]) + 1} of {where}; a visible frame "
+            "needs a positive CTF scale: fix the tomograms STAR or mark the frame 0 in _rlnTomoVisibleFrames"
+        )
 
     # particle rotations and positions
     if all(c in df.columns for c in C.ANGLE_COLUMNS):
@@ -318,7 +327,7 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
     else:
         if ts_px is None:
             raise InputError(f"{where_tomo}: _rlnTomoTiltSeriesPixelSize is missing (needed to place "
-                             "_rlnCoordinateX/Y/Z relative to the tomogram centre)")
+                             "_rlnCoordinateX/Y/Z relative to the tomogram centre); add it to data_global")
         size = np.stack([_per_tomo_value(gdf, f"rlnTomoSize{a}", tomo_of, where_tomo) for a in "XYZ"], axis=1)
         coord_px = apix if producer == "warptools" else ts_px
         pos = (np.stack([C.num(df, f"rlnCoordinate{a}", where) for a in "XYZ"], axis=1) * coord_px[:, None]
@@ -384,7 +393,7 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
         _check_frame_counts(img_paths, n_frames[tomo_of], n_vis, parts_path.parent, datadir, where)
     return C.assemble(cols, p_img, where=where, source=source, has_poses=has_poses,
                       check_images=check_images, star_dir=parts_path.parent, datadir=datadir,
-                      frame=f_img, extra={"ctf_scale": fr["scale"][g_img]}, presorted=True)
+                      frame=f_img, extra={"ctf_scale": scale}, presorted=True)
 
 
 def _image_paths(df, where):
@@ -409,7 +418,7 @@ def _check_frame_counts(img_paths, frames, n_vis, star_dir, datadir, where) -> N
                    "in frame order, as WarpTools writes them)" if n == n_vis[r] else "")
             raise InputError(
                 f"{where}: row {r + 1}: stack {p} holds {n} images but its tilt series has {frames[r]} frames; "
-                f"the images of frames {n + 1}–{frames[r]} are missing{why}"
+                f"the images of frames {n + 1}–{frames[r]} are missing{why}; re-export the particle stacks"
             )
 
 

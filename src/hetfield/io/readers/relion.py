@@ -7,7 +7,8 @@
   ``_rlnOriginX/YAngst``.
 
 SPA images have ``stage_tilt_deg = 0`` and ``dose_e_per_A2 = 0``; ``_rlnCtfBfactor`` (when present)
-is a real CTF envelope B-factor here. Without ``_rlnAngleRot/Tilt/Psi`` the table has
+is a real CTF envelope B-factor here, and ``_rlnCtfScalefactor`` (when present) the linear scale of
+the CTF, as RELION defines both. Without ``_rlnAngleRot/Tilt/Psi`` the table has
 ``has_poses=False`` and NaN poses (for ab initio).
 """
 
@@ -49,9 +50,9 @@ def merged_particles(star: StarFile, where: str):
     """The particle loop with optics columns copied onto each row, and its block."""
     block = particle_block(star)
     if block is None:
-        raise InputError(f"{where}: no loop block with _rlnImageName; is this a particle STAR file?")
+        raise InputError(f"{where}: no loop block with _rlnImageName; pass a particle STAR file (one row per image)")
     if block.n_rows == 0:
-        raise InputError(f"{where}: the particle table (data_{block.name}) has no data rows")
+        raise InputError(f"{where}: the particle table (data_{block.name}) has no data rows; pass a file with particles")
     optics = star.blocks.get("optics")
     df = merge_optics(block.df, optics.df if optics is not None and optics.kind == "loop" else None, where)
     return df, block
@@ -67,6 +68,8 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
     apix = C.pixel_size(df, where, NAME)
     index0, paths = parse_image_names(df["rlnImageName"].to_numpy(), where)
     poses, has_poses = C.pose_columns(df, apix, where)
+    scale = C.num(df, "rlnCtfScalefactor", where, default=1.0)
+    C.check_ctf_scale(scale, where)
     cols = {
         "particle_name": df["rlnImageName"].astype(str).to_numpy(dtype=object),
         "group": (df["rlnMicrographName"].astype(str).to_numpy(dtype=object)
@@ -77,6 +80,7 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
         "pixel_size_A": apix,
         **C.ctf_columns(df, where),
         "ctf_bfactor_A2": C.num(df, "rlnCtfBfactor", where, default=0.0),
+        "ctf_scale": scale,
         "dose_e_per_A2": np.zeros(n),
         "stage_tilt_deg": np.zeros(n),
         "ctf_premultiplied": C.flag(df, "rlnCtfDataAreCtfPremultiplied", where),
