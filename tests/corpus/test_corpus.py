@@ -12,8 +12,6 @@ user would (a new ``hetfield`` process, relative paths). Every case must end wit
   sizes, contents and modes of every file); the pristine inputs unchanged too.
 
 ``{ro}`` in a command is a directory nobody may create (``/sys`` is not writable, even by root).
-Cases that fail because of code outside this branch's area are strict xfails naming the branch that
-fixes them; the merge removes the marks.
 """
 
 from __future__ import annotations
@@ -37,11 +35,6 @@ from mutations import (
 )
 
 RO = "/sys/hetfield-corpus"
-A = pytest.mark.xfail(strict=True, reason="fixed by issue9/i9a")
-B = pytest.mark.xfail(strict=True, reason="fixed by issue9/i9b")
-# The refusal is right but the line says only what is wrong, not what to do (code of the other branches).
-A_ADVICE = pytest.mark.xfail(strict=True, reason="fixed by issue9/i9a: the message lacks what to do")
-B_ADVICE = pytest.mark.xfail(strict=True, reason="fixed by issue9/i9b: the message lacks what to do")
 NOT_ROOT = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
 
 
@@ -76,43 +69,43 @@ CASES = [
     C("simulate/unknown-mode", nothing, "simulate new --mode video", ["--mode", "tilt", "spa"]),
     C("simulate/no-particles", nothing, "simulate new --n-particles 0", ["--n-particles"]),
     # -- setup (readers and the prepared dataset: issue9/i9a) ---------------------------------------------
-    C("setup/angle-tilt-misspelt", star_rename_column(STAR, "_rlnAngleTilt", "_rlnAngleTlit"), f"setup new --particles {STAR}", ["_rlnAngleTilt"], A),
-    C("setup/group-name-misspelt", star_rename_column(STAR, "_rlnGroupName", "_rlnGroupNme"), f"setup new --particles {STAR}", ["_rlnGroupName"], A),
-    C("setup/no-ctf-bfactor", star_drop_column(STAR, "_rlnCtfBfactor"), f"setup new --particles {STAR}", ["_rlnCtfBfactor"], A),
+    C("setup/angle-tilt-misspelt", star_rename_column(STAR, "_rlnAngleTilt", "_rlnAngleTlit"), f"setup new --particles {STAR}", ["_rlnAngleTilt"]),
+    C("setup/group-name-misspelt", star_rename_column(STAR, "_rlnGroupName", "_rlnGroupNme"), f"setup new --particles {STAR}", ["_rlnGroupName"]),
+    C("setup/no-ctf-bfactor", star_drop_column(STAR, "_rlnCtfBfactor"), f"setup new --particles {STAR}", ["_rlnCtfBfactor"]),
     C("setup/defocus-not-a-number", star_set_value(STAR, "_rlnDefocusU", "abc", row=3), f"setup new --particles {STAR}", ["particles.star", "row 3"]),
-    C("setup/empty-star", write(STAR, ""), f"setup new --particles {STAR}", ["particles.star"], A_ADVICE),
+    C("setup/empty-star", write(STAR, ""), f"setup new --particles {STAR}", ["particles.star"]),
     C("setup/binary-star", write(STAR, bytes(range(256)) * 4), f"setup new --particles {STAR}", ["particles.star"]),
     C("setup/stack-missing", delete(STACK1), f"setup new --particles {STAR}", ["particles_001.mrcs", "--datadir"]),
     C("setup/stack-truncated", truncate(STACK0), f"setup new --particles {STAR}", ["particles_000.mrcs"]),
-    C("setup/stack-not-mrc", write(STACK0, b"\x00" * 2000), f"setup new --particles {STAR}", ["particles_000.mrcs"], A_ADVICE),
+    C("setup/stack-not-mrc", write(STACK0, b"\x00" * 2000), f"setup new --particles {STAR}", ["particles_000.mrcs"]),
     C("setup/cs-not-a-cs", write("x.cs", b"not numpy"), "setup new --particles x.cs", ["x.cs"]),
-    C("setup/odd-downsample", nothing, f"setup new --particles {STAR} --downsample 15", ["--downsample 15", "even"], A_ADVICE),
-    C("setup/zero-angpix", nothing, f"setup new --particles {STAR} --angpix 0", ["--angpix", "positive"], A_ADVICE),
+    C("setup/odd-downsample", nothing, f"setup new --particles {STAR} --downsample 15", ["--downsample 15", "even"]),
+    C("setup/zero-angpix", nothing, f"setup new --particles {STAR} --angpix 0", ["--angpix", "positive"]),
     C("setup/unknown-source", nothing, f"setup new --particles {STAR} --source warp9", ["--source", "image-series"]),
     C("setup/other-input-into-existing-dataset", nothing, "setup ds --particles spa/particles.star", ["ds", "--force"]),
-    C("setup/out-under-a-file", nothing, f"setup notes.txt/ds --particles {STAR}", ["notes.txt", "not a directory"], A),
-    C("setup/out-not-writable", nothing, f"setup {RO}/ds --particles {STAR}", [RO], A),
+    C("setup/out-under-a-file", nothing, f"setup notes.txt/ds --particles {STAR}", ["notes.txt", "is a file"]),
+    C("setup/out-not-writable", nothing, f"setup {RO}/ds --particles {STAR}", [RO]),
     # -- inspect --------------------------------------------------------------------------------------------
-    C("inspect/no-such-path", nothing, "inspect nope.star", ["nope.star", "no such file"], A_ADVICE),
-    C("inspect/angle-tilt-misspelt", star_rename_column(STAR, "_rlnAngleTilt", "_rlnAngleTlit"), f"inspect {STAR}", ["_rlnAngleTilt"], A),
+    C("inspect/no-such-path", nothing, "inspect nope.star", ["nope.star", "no such file"]),
+    C("inspect/angle-tilt-misspelt", star_rename_column(STAR, "_rlnAngleTilt", "_rlnAngleTlit"), f"inspect {STAR}", ["_rlnAngleTilt"]),
     C("inspect/dataset-yaml-unreadable", write("ds/dataset.yaml", "box: [unclosed\n"), "inspect ds", ["dataset.yaml", "YAML"]),
-    C("inspect/dataset-yaml-box-missing", yaml_del("ds/dataset.yaml", "box"), "inspect ds", ["dataset.yaml", "box"], A),
-    C("inspect/dataset-yaml-box-text", yaml_set("ds/dataset.yaml", "box", "sixteen"), "inspect ds", ["dataset.yaml", "box"], A),
-    C("inspect/arrays-truncated", truncate("ds/arrays.npz"), "inspect ds", ["arrays.npz"], A),
+    C("inspect/dataset-yaml-box-missing", yaml_del("ds/dataset.yaml", "box"), "inspect ds", ["dataset.yaml", "box"]),
+    C("inspect/dataset-yaml-box-text", yaml_set("ds/dataset.yaml", "box", "sixteen"), "inspect ds", ["dataset.yaml", "box"]),
+    C("inspect/arrays-truncated", truncate("ds/arrays.npz"), "inspect ds", ["arrays.npz"]),
     # -- train (issue9/i9b) -----------------------------------------------------------------------------------
     C("train/no-dataset", nothing, "train new --data nope", ["nope", "hetfield setup"]),
-    C("train/zero-epochs", nothing, "train new --data ds --epochs 0", ["--epochs 0", "at least 1"], B_ADVICE),
-    C("train/negative-lr", nothing, "train new --data ds --lr -1", ["--lr", "positive"], B_ADVICE),
-    C("train/val-fraction-too-large", nothing, "train new --data ds --val-fraction 0.7", ["--val-fraction"], B_ADVICE),
-    C("train/config-unknown-option", write("base.yaml", "epochs: 2\nlearning_rate: 1\n"), "train new --data ds --config base.yaml", ["base.yaml", "learning_rate"], B_ADVICE),
+    C("train/zero-epochs", nothing, "train new --data ds --epochs 0", ["--epochs 0", "at least 1"]),
+    C("train/negative-lr", nothing, "train new --data ds --lr -1", ["--lr", "positive"]),
+    C("train/val-fraction-too-large", nothing, "train new --data ds --val-fraction 0.7", ["--val-fraction"]),
+    C("train/config-unknown-option", write("base.yaml", "epochs: 2\nlearning_rate: 1\n"), "train new --data ds --config base.yaml", ["base.yaml", "learning_rate"]),
     C("train/config-bad-yaml", write("base.yaml", "epochs: [2\n"), "train new --data ds --config base.yaml", ["base.yaml", "YAML"]),
-    C("train/config-with-load", write("base.yaml", "epochs: 3\n"), "train run --data ds --config base.yaml --load latest", ["--config", "--load"], B),
+    C("train/config-with-load", write("base.yaml", "zdim: 3\n"), "train run --data ds --config base.yaml --load latest", ["--load", "zdim", "from --config base.yaml"]),
     C("train/existing-run", nothing, "train run --data ds --epochs 1", ["run", "--load latest", "--force"]),
-    C("train/load-unsaved-epoch", nothing, "train run --data ds --load 7", ["--load 7", "saved epochs"], B_ADVICE),
-    C("train/cuda-absent", nothing, "train new --data ds --device cuda", ["--device cuda", "cpu"], B),
-    C("train/out-under-a-file", nothing, "train notes.txt/run --data ds", ["notes.txt", "not a directory"], B),
-    C("train/dataset-images-truncated", truncate("ds/images.npy"), "train new --data ds", ["images.npy"], A),
-    C("train/dataset-yaml-box-missing", yaml_del("ds/dataset.yaml", "box"), "train new --data ds", ["dataset.yaml", "box"], A),
+    C("train/load-unsaved-epoch", nothing, "train run --data ds --load 7", ["--load 7", "saved epochs"]),
+    C("train/cuda-absent", nothing, "train new --data ds --device cuda", ["--device cuda", "cpu"]),
+    C("train/out-under-a-file", nothing, "train notes.txt/run --data ds", ["notes.txt", "is a file"]),
+    C("train/dataset-images-truncated", truncate("ds/images.npy"), "train new --data ds", ["images.npy"]),
+    C("train/dataset-yaml-box-missing", yaml_del("ds/dataset.yaml", "box"), "train new --data ds", ["dataset.yaml", "box"]),
     # -- convergence ---------------------------------------------------------------------------------------------
     C("convergence/no-run", nothing, f"convergence nope {Q}", ["nope", "no such run directory", "hetfield train"]),
     C("convergence/run-is-a-file", nothing, f"convergence notes.txt {Q}", ["notes.txt", "not a run directory"]),
@@ -122,7 +115,7 @@ CASES = [
     C("convergence/latent-object-array", npz_change(LAT, z_mu=lambda z: np.array([z, "x"], dtype=object)), f"convergence run {Q}", [LAT, "pickled"]),
     C("convergence/latent-z-wrong-width", npz_change(LAT, z_mu=_z_cols(3)), f"convergence run {Q}", [LAT, "z_mu", "shape"]),
     C("convergence/latent-no-class-idx", npz_change(LAT, class_idx=None), f"convergence run {Q}", [LAT, "class_idx"]),
-    C("convergence/config-not-yaml", write("run/config.yaml", "run_id: [x\n"), f"convergence run {Q}", ["config.yaml", "YAML"], B_ADVICE),
+    C("convergence/config-not-yaml", write("run/config.yaml", "run_id: [x\n"), f"convergence run {Q}", ["config.yaml", "YAML"]),
     C("convergence/config-no-box", yaml_del("run/config.yaml", "model.box", "dataset.box"), f"convergence run {Q}", ["config.yaml", "model.box", "missing"]),
     C("convergence/config-zdim-text", chain(yaml_set("run/config.yaml", "model.zdim", "two")), f"convergence run {Q}", ["config.yaml", "model.zdim", "'two'"]),
     C("convergence/every-zero", nothing, f"convergence run --every 0 {Q}", ["--every 0"]),
@@ -150,7 +143,7 @@ CASES = [
     C("analyze/out-not-writable", nothing, f"analyze run --out {RO}/an {Q}", [RO, "no permission"]),
     C("analyze/out-contains-the-run", nothing, f"analyze run --out . {Q}", ["--out .", "would replace the input"]),
     C("analyze/config-zdim-differs-from-weights", yaml_set("run/config.yaml", "model.zdim", 3), f"analyze run {Q}", [LAT, "z_mu", "zdim 3"]),
-    C("analyze/weights-of-another-shape", checkpoint_change(W, grow_first_tensor), f"analyze run {Q}", ["weights.2.pt", "not a model", "remove it"]),
+    C("analyze/weights-of-another-shape", checkpoint_change(W, grow_first_tensor), f"analyze run {Q}", ["weights.2.pt", "does not fit the model", "remove it"]),
     C("analyze/config-without-model-and-dataset", yaml_del("run/config.yaml", "model", "dataset"), f"analyze run {Q}", ["config.yaml", "model.", "missing"]),
     C("analyze/config-pixel-size-negative", yaml_set("run/config.yaml", "dataset.pixel_size_A", -8), f"analyze run {Q}", ["config.yaml", "pixel_size_A"]),
     # -- volumes -----------------------------------------------------------------------------------------------
@@ -176,7 +169,7 @@ CASES = [
     C("backproject/out-under-a-file", nothing, "backproject ds --out notes.txt/bp -q", ["notes.txt", "is a file, not a directory"]),
     C("backproject/out-is-the-dataset", nothing, "backproject ds --out ds -q", ["--out ds", "would replace the input"]),
     C("backproject/ref-wrong-box", nothing, "backproject ds --out bp --ref ref20.mrc -q", ["--ref ref20.mrc", "16"]),
-    C("backproject/ref-not-mrc", nothing, "backproject ds --out bp --ref notes.txt -q", ["notes.txt"], A_ADVICE),
+    C("backproject/ref-not-mrc", nothing, "backproject ds --out bp --ref notes.txt -q", ["notes.txt"]),
     C("backproject/particles-out-of-range", write("i.txt", "0\n99\n"), "backproject ds --out bp --particles i.txt -q", ["i.txt", "99"]),
     C("backproject/zero-max-images", nothing, "backproject ds --out bp --max-images 0 -q", ["--max-images 0"]),
     # -- sweep plan ------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hetfield.errors import ConfigError, HetfieldError, RunError
+from hetfield.errors import ConfigError, HetfieldError, Interrupted, RunError
 
 
 @dataclass
@@ -96,18 +96,17 @@ def run_sweep(
     from hetfield.data.dataset import Dataset
     from hetfield.errors import check_output_location
     from hetfield.sweep.plan import read_plan
-    from hetfield.train.config import resolve_config
+    from hetfield.sweep.run_config import resolve_run
 
     rows = read_plan(Path(plan_path))
     check_output_location(Path(out), "--out")
     Dataset.open(data).check_fresh()  # fail before any run on a missing or stale dataset
     configs = []
-    for row in rows:  # validate every run before starting any
-        options = {**(base or {}), **{k: v for k, v in row.items() if k != "run_id"}}
+    for row in rows:  # validate every run before starting any, as the pipeline's TRAIN would
         try:
-            configs.append(resolve_config(None, options))
+            configs.append(resolve_run(Path(plan_path), row, base))
         except ConfigError as err:
-            raise ConfigError(f"{plan_path}: run {row['run_id']}: {err}; fix it in the plan{' or in --config' if base else ''}") from None
+            raise ConfigError(f"{err}; fix it in the plan{' or in --config' if base else ''}") from None
     runs_dir = Path(out) / "runs"
     for row, cfg in zip(rows, configs):
         _check_same_settings(runs_dir / row["run_id"], cfg, force)
@@ -142,6 +141,8 @@ def run_sweep(
                 echo(f"{tag}: analysis at the recommended epoch")
                 run_analysis(run_dir, epoch="auto", truth_dir=truth, use_umap=use_umap, k=analysis_k)
             done.append(rid)
+        except Interrupted:
+            raise  # Ctrl-C stops the sweep; its runs resume on the next `sweep run`
         except HetfieldError as err:
             failed.append((rid, str(err)))
             echo(f"{tag}: FAILED: {err}")

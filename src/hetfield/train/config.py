@@ -75,7 +75,9 @@ class TrainConfig:
 
         def bad(option: str, message: str):
             name = f"{where}: train.{option}" if where else f"--{option.replace('_', '-')}"
-            raise ConfigError(f"{name} {getattr(self, option)!r}: {message}")
+            todo = f"fix train.{option} in that file" if where else f"change {name} (hetfield train --help lists each option's range)"
+            # A message that already says what to do (after a ';') keeps its own advice.
+            raise ConfigError(f"{name} {getattr(self, option)!r}: {message}" + ("" if ";" in message else f"; {todo}"))
 
         ints_min = {
             "zdim": 0, "n_classes": 1, "epochs": 1, "batch_size": 1, "field_hidden": 1, "field_layers": 1,
@@ -167,7 +169,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(data) - set(FIELD_NAMES))
     if unknown:
-        raise ConfigError(f"--config {path}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(FIELD_NAMES)}")
+        raise ConfigError(f"--config {path}: unknown option(s) {', '.join(unknown)}; remove or rename them (valid: {', '.join(FIELD_NAMES)})")
     return data
 
 

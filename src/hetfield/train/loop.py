@@ -169,36 +169,48 @@ def _check_resumable(run: RunDir, cfg: TrainConfig, ds, sources: dict[str, str] 
         raise DatasetError(f"--load: {run.path} was trained on another dataset (fingerprint differs); resume it with its own --data")
 
 
-def _prepare_run(run: RunDir, cfg: TrainConfig, ds, load: str | None, force: bool, sources) -> tuple[dict | None, Path | None, str | None]:
-    """Check the run directory against the request: ``(state to resume, its path, a note)``; None
-    state: start (a new run, one started over with --force, or an unstarted one)."""
+def _refuse(run: RunDir, cfg: TrainConfig, ds, load: str | None, force: bool, sources) -> None:
+    """Raise when the request does not fit the run directory; changes nothing. Called once before
+    the directory is touched (a refused command leaves no lock file behind) and again under the lock."""
+    if not run.path.is_dir():
+        return
     foreign = run.foreign_entries()
     if load is None:
-        if run.started():
-            if not force:
-                saved = run.epochs()
-                what = f"saved epochs up to {saved[-1]}" if saved else "an interrupted first epoch (resume.pt)"
-                raise RunError(f"{run.path} already holds a run ({what}); resume it with --load latest, or pass --force to start it over")
-            _clear_run(run, keep_log=False)
-            return None, None, "started over (--force)"
-        if foreign and not force:
+        if run.started() and not force:
+            saved = run.epochs()
+            what = f"saved epochs up to {saved[-1]}" if saved else "an interrupted first epoch (resume.pt)"
+            raise RunError(f"{run.path} already holds a run ({what}); resume it with --load latest, or pass --force to start it over")
+        if not run.started() and foreign and not force:
             raise RunError(
                 f"{run.path} exists and holds files that are not a hetfield run ({', '.join(p.name for p in foreign[:3])}{', …' if len(foreign) > 3 else ''}); "
                 "choose a new directory or pass --force"
             )
-        unstarted = run.exists()
-        _clear_run(run, keep_log=True)
-        return None, None, ("restarted: the run had no checkpoint yet" if unstarted else None)
+        return
     if not run.started():
         if load != "latest":
             raise RunError(f"--load {load}: {run.path} has no saved epochs yet; start it with --load latest or without --load")
         if foreign and not run.exists():
             raise RunError(f"--load latest: {run.path} is not a hetfield run (it holds {', '.join(p.name for p in foreign[:3])}); check the path")
-        if run.exists():
-            _check_resumable(run, cfg, ds, sources)
+    if run.exists():
+        _check_resumable(run, cfg, ds, sources)
+    if load != "latest" and run.started():
+        find_checkpoint(run, load)  # --load N must name a saved epoch
+
+
+def _prepare_run(run: RunDir, cfg: TrainConfig, ds, load: str | None, force: bool, sources) -> tuple[dict | None, Path | None, str | None]:
+    """Check the run directory against the request: ``(state to resume, its path, a note)``; None
+    state: start (a new run, one started over with --force, or an unstarted one)."""
+    _refuse(run, cfg, ds, load, force, sources)
+    if load is None:
+        if run.started():
+            _clear_run(run, keep_log=False)
+            return None, None, "started over (--force)"
+        unstarted = run.exists()
+        _clear_run(run, keep_log=True)
+        return None, None, ("restarted: the run had no checkpoint yet" if unstarted else None)
+    if not run.started():
         _clear_run(run, keep_log=True)
         return None, None, "nothing was saved yet: starting the run"
-    _check_resumable(run, cfg, ds, sources)
     path = find_checkpoint(run, load)
     if path is None:  # started() guarantees a checkpoint or resume.pt
         raise RunError(f"{run.path}: nothing to resume; start it over with --force")
@@ -422,6 +434,7 @@ def train(
         device = resolve_device(cfg.device)
         run = RunDir(run_path)
         _check_location(run, load)
+        _refuse(run, cfg, ds, load, force, sources)
         created = not run.path.exists()
         try:
             run.path.mkdir(parents=True, exist_ok=True)
@@ -747,7 +760,8 @@ def load_trained(run_path: str | Path, epoch: int | str | None = None, device: s
         model.load_state_dict(state["model"])
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise RunError(
-            f"{path}: damaged checkpoint ({(str(err).strip().splitlines() or [type(err).__name__])[0][:160]}); use another epoch (--epoch N), or delete it and resume training with --load latest"
+            f"{path}: damaged checkpoint: it does not fit the model config.yaml describes ({type(err).__name__}); "
+            "use another epoch (--epoch N), or remove it and resume training with --load latest"
         ) from None
     model.to(torch.device(device)).eval()
     return model, config, e

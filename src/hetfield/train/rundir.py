@@ -255,5 +255,5 @@ def find_checkpoint(run: RunDir, load: str) -> Path | None:
     except ValueError:
         raise RunError(f"--load {load!r}: give 'latest' or an epoch number") from None
     if n not in run.epochs():
-        raise RunError(f"--load {n}: epoch {n} was not saved in {run.path}; saved epochs: {', '.join(map(str, run.epochs())) or 'none'}")
+        raise RunError(f"--load {n}: epoch {n} was not saved in {run.path}; saved epochs: {', '.join(map(str, run.epochs())) or 'none'}; give one of them, or --load latest")
     return run.weights_path(n)

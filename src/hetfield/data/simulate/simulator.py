@@ -13,7 +13,7 @@ Two passes over the images: the first projects and filters every image (the sign
 temporary ``.npy`` memory map inside the output being built) and sums the signal variances; the
 second adds noise whose variance gives exactly the requested SNR over the dataset, and writes the
 stacks. **SNR** = ``sum_i var(signal_i) / sum_i var(noise_i)`` over all images, where ``signal_i`` is
-the CTF-modulated, dose-filtered, shifted projection (``D x D`` pixels of the box) and the noise is
+the CTF-modulated (times ``_rlnCtfScalefactor = cos(tilt)``), dose-filtered, shifted projection (``D x D`` pixels of the box) and the noise is
 white Gaussian with variance ``sigma0^2 / cos(tilt_i)`` (thicker ice at tilt, so ``cos(tilt)`` is the
 inverse-variance weight; constant for SPA or with ``tilt_noise_scaling=False``).
 
@@ -211,6 +211,9 @@ def _simulate_into(tmp: Path, p: SimulationParams, phantom: Phantom, acq: Acquis
                     dose_e_per_A2=acq.dose_e_per_A2[rows],
                     clean=p.write_clean,
                 )
+                # The STAR file declares _rlnCtfScalefactor = cos(tilt), RELION's linear scale of the
+                # CTF, which every reader applies; the signal carries it too, so data and metadata agree.
+                sig = sig * acq.ctf_scale[rows, None, None].astype(sig.dtype)
                 signal[rows] = sig
                 sig_var[rows] = sig.var(axis=(1, 2), dtype=np.float64)
                 if clean_out is not None:
