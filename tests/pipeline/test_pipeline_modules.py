@@ -331,3 +331,21 @@ def test_plan_settings_come_from_the_run_parameters(groovy_classpath, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout) == [want for _, want in cases]
+
+
+def test_retries_follow_the_exit_codes_of_hetfield():
+    """The retry rule in conf/base.config agrees with hetfield.errors: out-of-memory and signal exits
+    are retried, bad input (2) and bugs (70) are not."""
+    import signal
+
+    from hetfield import errors
+
+    text = (nfscript.REPO / "conf" / "base.config").read_text()
+    rule = re.search(r"errorStrategy\s*=\s*\{\s*task\.exitStatus in \(\((\d+)\.\.(\d+)\)((?:\s*\+\s*\d+)*)\)", text)
+    assert rule, "errorStrategy rule not found in conf/base.config"
+    retried = set(range(int(rule[1]), int(rule[2]) + 1)) | {int(x) for x in re.findall(r"\d+", rule[3])}
+    for code in (errors.EXIT_CUDA_OOM, errors.EXIT_OUT_OF_MEMORY,
+                 errors.EXIT_SIGNAL_BASE + signal.SIGINT, errors.EXIT_SIGNAL_BASE + signal.SIGTERM):
+        assert code in retried, code
+    for code in (errors.EXIT_USAGE, errors.EXIT_INTERNAL, errors.EXIT_OS_ERROR):
+        assert code not in retried, code
