@@ -193,7 +193,7 @@ def test_two_setups_of_different_inputs_cli(sim, tmp_path):
 
 def test_particles_star_reads_back_with_our_reader(sim, base):
     """Before: empty group names were written as "" and our reader rejected the file."""
-    from hetfield.data.table import IMAGE_COLUMNS
+    from hetfield.table import IMAGE_COLUMNS
     from hetfield.io.readers import read_particles
 
     star = read_star(base.path / "particles.star", string_columns={"particle_name", "group", "image_path"})

@@ -198,7 +198,7 @@ def test_export_optimisation_set(tmp_path):
 
 
 def test_export_needs_a_reader_name():
-    from hetfield.data.table import SourceInfo
+    from hetfield.table import SourceInfo
 
     with pytest.raises(ConfigError):
         export_particles(SourceInfo(reader="auto", files={}), [0], "x.star")

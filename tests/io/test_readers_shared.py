@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hetfield.data.table import IMAGE_COLUMNS
+from hetfield.table import IMAGE_COLUMNS
 from hetfield.errors import InputError
 from hetfield.io.readers import detect_source, read_particles
 

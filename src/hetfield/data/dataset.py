@@ -274,7 +274,7 @@ class Dataset:
         """The particle table (pandas DataFrame, one row per image; names and paths stay text)."""
         import numpy as np
 
-        from hetfield.data.table import IMAGE_COLUMNS
+        from hetfield.table import IMAGE_COLUMNS
         from hetfield.errors import InputError
         from hetfield.io.star import STRING_COLUMNS, read_star
 
@@ -316,8 +316,8 @@ class Dataset:
 
     @cached_property
     def source_info(self):
-        """:class:`~hetfield.data.table.SourceInfo` pointing at the copies in ``DATASET/source``."""
-        from hetfield.data.table import SourceInfo
+        """:class:`~hetfield.table.SourceInfo` pointing at the copies in ``DATASET/source``."""
+        from hetfield.table import SourceInfo
 
         src = self.meta["source"]
         return SourceInfo(

@@ -427,10 +427,10 @@ def prepare_dataset(
 
                 arrays = _per_image_arrays(table, pixel_size_A, table.has_poses)
                 np.savez(tmp / "arrays.npz", **arrays)
-                from hetfield.data.table import IMAGE_COLUMNS
+                from hetfield.table import IMAGE_COLUMNS
 
                 write_star(tmp / "particles.star", {"images": df[list(IMAGE_COLUMNS)]},
-                           comment="hetfield setup: one row per image (see hetfield.data.table)")
+                           comment="hetfield setup: one row per image (see hetfield.table)")
                 copied = _copy_sources(table.source, tmp / "source")
 
                 summary = summarize_table(table)

@@ -1,4 +1,4 @@
-"""Readers for users' particle formats; each returns a validated :class:`~hetfield.data.table.ParticleTable`.
+"""Readers for users' particle formats; each returns a validated :class:`~hetfield.table.ParticleTable`.
 
 Public API::
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hetfield.data.table import ParticleTable, SourceInfo
+from hetfield.table import ParticleTable, SourceInfo
 from hetfield.errors import ConfigError, InputError
 
 SOURCES = ("image-series", "nextpyp", "optimisation-set", "relion", "cryosparc")

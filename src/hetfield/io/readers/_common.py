@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetfield.data.table import IMAGE_COLUMNS, ParticleTable, SourceInfo, validate_images
+from hetfield.table import IMAGE_COLUMNS, ParticleTable, SourceInfo, validate_images
 from hetfield.errors import InputError
 from hetfield.io.star import label, numeric_column
 

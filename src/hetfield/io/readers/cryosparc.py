@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetfield.data.table import ParticleTable, SourceInfo
+from hetfield.table import ParticleTable, SourceInfo
 from hetfield.errors import InputError
 from hetfield.imaging.rotations import matrix_to_euler, rotvec_to_matrix
 from hetfield.io.readers import _common as C

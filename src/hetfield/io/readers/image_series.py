@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetfield.data.table import ParticleTable, SourceInfo
+from hetfield.table import ParticleTable, SourceInfo
 from hetfield.errors import InputError
 from hetfield.io.readers import _common as C
 from hetfield.io.readers import relion

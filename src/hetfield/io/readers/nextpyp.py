@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hetfield.data.table import ParticleTable, SourceInfo
+from hetfield.table import ParticleTable, SourceInfo
 from hetfield.io.readers import _common as C
 from hetfield.io.readers import image_series, relion
 from hetfield.io.star import StarFile, read_star

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetfield.data.table import ParticleTable, SourceInfo
+from hetfield.table import ParticleTable, SourceInfo
 from hetfield.errors import InputError
 from hetfield.imaging.rotations import euler_to_matrix, matrix_to_euler
 from hetfield.io.paths import resolve_image_path
