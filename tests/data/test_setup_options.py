@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from hetfield.data.dataset import Dataset
-from hetfield.data.preprocess import PreprocessSettings, prepare_dataset
+from hetfield.data.cache import PreprocessSettings
+from hetfield.data.preprocess import prepare_dataset
 from hetfield.data.simulate import simulate
 from hetfield.errors import ConfigError, DatasetError
 from hetfield.io.star import read_star

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "hetfield"
 MODULES = sorted(
     [p for p in (SRC / "io").rglob("*.py") if p.name not in ("atomic.py", "lock.py")]
     + [SRC / "table.py"]
-    + [SRC / "data" / n for n in ("preprocess.py", "dataset.py", "summary.py")]
+    + [SRC / "data" / n for n in ("preprocess.py", "cache.py", "location.py", "transform.py", "dataset.py", "summary.py")]
     + [SRC / "cli" / n for n in ("setup.py", "inspect.py")]
 )
 ERRORS = {"InputError", "ConfigError", "DatasetError"}
