@@ -18,7 +18,7 @@ from hetfield.data.cache import PreprocessSettings
 from hetfield.data.preprocess import prepare_dataset
 from hetfield.data.simulate import simulate
 from hetfield.errors import ConfigError, DatasetError
-from hetfield.io.star import read_star
+from hetfield.io.star.read import read_star
 
 TESTS_IO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "io")
 sys.path.insert(0, TESTS_IO)

@@ -7,7 +7,7 @@ import pytest
 
 from hetfield.errors import ConfigError, InputError
 from hetfield.io.readers import SOURCES, detect_source, export_particles, read_particles
-from hetfield.io.star import read_star
+from hetfield.io.star.read import read_star
 
 from iohelpers import star_loop, write_image_series, write_optimisation_set, write_relion31, write_stack
 

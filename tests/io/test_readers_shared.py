@@ -122,7 +122,7 @@ def test_cryosparc_samples_metadata(shared_data):
 
 
 def test_warptools_counts_and_own_frame_dose(shared_data):
-    from hetfield.io.star import read_star
+    from hetfield.io.star.read import read_star
 
     d = shared_data / "warptools-70S"
     opt = d / "warptools_test_4-tomos_10-ptcls_box-32_angpix-12_optimisation_set.star"

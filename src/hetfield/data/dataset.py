@@ -245,7 +245,8 @@ class Dataset:
 
         from hetfield.table import IMAGE_COLUMNS
         from hetfield.errors import InputError
-        from hetfield.io.star import STRING_COLUMNS, read_star
+        from hetfield.io.star.blocks import STRING_COLUMNS
+        from hetfield.io.star.read import read_star
 
         star_path = self.path / "particles.star"
         redo = _redo(self.path, self.meta)

@@ -151,7 +151,7 @@ def prepare_dataset(
     from hetfield.io.lock import exclusive_lock
     from hetfield.io.mrc import open_stack
     from hetfield.io.readers import read_particles
-    from hetfield.io.star import write_star
+    from hetfield.io.star.write import write_star
 
     out_dir = Path(out_dir)
     settings.check()

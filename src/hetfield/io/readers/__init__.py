@@ -72,7 +72,7 @@ def read_particles(path, datadir=None, source: str = "auto", check_images: bool 
     see :mod:`hetfield.io.readers.optimisation_set`).
     """
     from hetfield.io.readers.detection import Detection, detect_star, is_numpy_file
-    from hetfield.io.star import read_star
+    from hetfield.io.star.read import read_star
 
     source = _check_source(source)
     path = Path(path)

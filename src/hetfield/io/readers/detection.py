@@ -43,7 +43,7 @@ from pathlib import Path
 
 from hetfield.errors import InputError
 from hetfield.io.readers.evidence import GROUP_COLUMNS, TOMO_COLUMNS, Facts, gather_facts
-from hetfield.io.star import StarFile, label
+from hetfield.io.star.blocks import StarFile, label
 
 TILT_READERS = ("optimisation-set", "nextpyp", "image-series")
 
@@ -227,7 +227,7 @@ def is_numpy_file(path: Path) -> bool:
 
 def detect_file(path, source: str = "auto") -> Detection:
     """The Detection of any particle file (``.cs`` or STAR)."""
-    from hetfield.io.star import read_star
+    from hetfield.io.star.read import read_star
 
     p = Path(path)
     if not p.is_file():

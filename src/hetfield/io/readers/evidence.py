@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hetfield.io.star import label
+from hetfield.io.star.blocks import label
 
 GROUP_COLUMNS = ("rlnGroupName", "rlnGroupNumber")
 TOMO_COLUMNS = ("rlnTomoName", "rlnTomoParticleName", "rlnTomoVisibleFrames")

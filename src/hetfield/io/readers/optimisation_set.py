@@ -61,7 +61,10 @@ from hetfield.errors import InputError
 from hetfield.imaging.rotations import euler_to_matrix, matrix_to_euler
 from hetfield.io.paths import resolve_image_path
 from hetfield.io.readers import _common as C
-from hetfield.io.star import StarFile, label, merge_optics, parse_vectors, read_star, write_star_subset
+from hetfield.io.star.blocks import StarFile, label
+from hetfield.io.star.columns import merge_optics, parse_vectors
+from hetfield.io.star.read import read_star
+from hetfield.io.star.write import write_star_subset
 
 NAME = "optimisation-set"
 
@@ -397,7 +400,7 @@ def read(path, datadir=None, check_images: bool = True, star: StarFile | None = 
 
 
 def _image_paths(df, where):
-    from hetfield.io.star import parse_image_names
+    from hetfield.io.star.columns import parse_image_names
 
     return parse_image_names(df["rlnImageName"].to_numpy(), where)
 
