@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hetfield.table import IMAGE_COLUMNS
 from hetfield.errors import InputError
 from hetfield.io.readers import detect_source, read_particles
+from hetfield.table import IMAGE_COLUMNS
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.usefixtures("quiet_mrc_warnings")]
 

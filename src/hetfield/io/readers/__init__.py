@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hetfield.table import ParticleTable, SourceInfo
 from hetfield.errors import ConfigError, InputError
+from hetfield.table import ParticleTable, SourceInfo
 
 SOURCES = ("image-series", "nextpyp", "optimisation-set", "relion", "cryosparc")
 

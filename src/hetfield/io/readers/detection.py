@@ -126,10 +126,11 @@ def _fits(reader: str, missing, problems) -> bool:
 def detect_star(path, star: StarFile, source: str = "auto") -> Detection:
     """The Detection for a STAR file (``source`` forces the reader but the evidence is still gathered)."""
     from hetfield.io.readers import optimisation_set, relion
+    from hetfield.io.readers.optimisation_files import is_optimisation_set
 
     path = str(path)
     forced = source != "auto"
-    if optimisation_set.is_optimisation_set(star):
+    if is_optimisation_set(star):
         return Detection(path, source if forced else "optimisation-set", forced=forced, tilted=True,
                          evidence=("an optimisation set (_rlnTomoParticlesFile)",),
                          tilt_evidence=("an optimisation set (_rlnTomoParticlesFile)",))

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from hetfield.table import ParticleTable, SourceInfo
 from hetfield.errors import InputError
 from hetfield.io.readers import _common as C
 from hetfield.io.readers import relion
@@ -31,6 +30,7 @@ from hetfield.io.star.blocks import StarFile
 from hetfield.io.star.columns import parse_image_names
 from hetfield.io.star.read import read_star
 from hetfield.io.star.write import write_star_subset
+from hetfield.table import ParticleTable, SourceInfo
 
 NAME = "image-series"
 
