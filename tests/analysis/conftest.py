@@ -79,7 +79,8 @@ def ribosome_run(shared_data, tmp_path_factory) -> Path:
     """``sta-ribosome`` (6 real particles), downsampled to 32 px, 2 epochs of a tiny model."""
     import warnings
 
-    from hetfield.data.preprocess import PreprocessSettings, prepare_dataset
+    from hetfield.data.cache import PreprocessSettings
+    from hetfield.data.preprocess import prepare_dataset
 
     root = tmp_path_factory.mktemp("an_ribosome")
     src = shared_data / "sta-ribosome"

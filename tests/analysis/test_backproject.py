@@ -66,7 +66,8 @@ def test_backprojection_respects_max_images_and_particle_split(two_class):
 def test_backprojection_of_tomo_sim_50S_class_D(shared_data, tmp_path, report_checker):
     """tomoDRGN's simulated 50S class D (dark particles: --uninvert-data), against its true volume."""
     from hetfield.analysis.backproject_run import run_backproject
-    from hetfield.data.preprocess import PreprocessSettings, prepare_dataset
+    from hetfield.data.cache import PreprocessSettings
+    from hetfield.data.preprocess import prepare_dataset
 
     src = shared_data / "tomo-sim-50S"
     with warnings.catch_warnings():

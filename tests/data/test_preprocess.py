@@ -8,7 +8,9 @@ import pytest
 
 from hetfield.data import preprocess
 from hetfield.data.dataset import Dataset
-from hetfield.data.preprocess import PreprocessSettings, contrast_signs, prepare_dataset
+from hetfield.data.cache import PreprocessSettings
+from hetfield.data.preprocess import prepare_dataset
+from hetfield.data.transform import contrast_signs
 from hetfield.data.simulate import simulate
 from hetfield.errors import DatasetError
 from hetfield.imaging.hartley import fft2_center, symmetrize

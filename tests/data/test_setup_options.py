@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from hetfield.data.dataset import Dataset
-from hetfield.data.preprocess import PreprocessSettings, prepare_dataset
+from hetfield.data.cache import PreprocessSettings
+from hetfield.data.preprocess import prepare_dataset
 from hetfield.data.simulate import simulate
 from hetfield.errors import ConfigError, DatasetError
-from hetfield.io.star import read_star
+from hetfield.io.star.read import read_star
 
 TESTS_IO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "io")
 sys.path.insert(0, TESTS_IO)
@@ -193,7 +194,7 @@ def test_two_setups_of_different_inputs_cli(sim, tmp_path):
 
 def test_particles_star_reads_back_with_our_reader(sim, base):
     """Before: empty group names were written as "" and our reader rejected the file."""
-    from hetfield.data.table import IMAGE_COLUMNS
+    from hetfield.table import IMAGE_COLUMNS
     from hetfield.io.readers import read_particles
 
     star = read_star(base.path / "particles.star", string_columns={"particle_name", "group", "image_path"})

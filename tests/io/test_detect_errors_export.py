@@ -7,7 +7,7 @@ import pytest
 
 from hetfield.errors import ConfigError, InputError
 from hetfield.io.readers import SOURCES, detect_source, export_particles, read_particles
-from hetfield.io.star import read_star
+from hetfield.io.star.read import read_star
 
 from iohelpers import star_loop, write_image_series, write_optimisation_set, write_relion31, write_stack
 
@@ -198,7 +198,7 @@ def test_export_optimisation_set(tmp_path):
 
 
 def test_export_needs_a_reader_name():
-    from hetfield.data.table import SourceInfo
+    from hetfield.table import SourceInfo
 
     with pytest.raises(ConfigError):
         export_particles(SourceInfo(reader="auto", files={}), [0], "x.star")

@@ -17,7 +17,8 @@ import pytest
 from hetfield.errors import InputError
 from hetfield.io.readers import detect, detect_source, read_particles
 from hetfield.io.readers.detection import DetectionWarning
-from hetfield.io.star import read_star, write_star
+from hetfield.io.star.read import read_star
+from hetfield.io.star.write import write_star
 
 from iohelpers import star_loop, write_image_series, write_relion31, write_stack
 

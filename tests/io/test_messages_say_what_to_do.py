@@ -16,7 +16,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src" / "hetfield"
 MODULES = sorted(
     [p for p in (SRC / "io").rglob("*.py") if p.name not in ("atomic.py", "lock.py")]
-    + [SRC / "data" / n for n in ("preprocess.py", "dataset.py", "table.py", "summary.py")]
+    + [SRC / "table.py"]
+    + [SRC / "data" / n for n in ("preprocess.py", "cache.py", "location.py", "transform.py", "dataset.py", "summary.py")]
     + [SRC / "cli" / n for n in ("setup.py", "inspect.py")]
 )
 ERRORS = {"InputError", "ConfigError", "DatasetError"}

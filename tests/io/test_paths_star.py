@@ -11,7 +11,9 @@ import pytest
 from hetfield.errors import InputError
 from hetfield.io import paths as P
 from hetfield.io.paths import resolve_image_path, resolve_image_paths
-from hetfield.io.star import merge_optics, parse_image_names, parse_vectors, read_star, write_star_subset
+from hetfield.io.star.columns import merge_optics, parse_image_names, parse_vectors
+from hetfield.io.star.read import read_star
+from hetfield.io.star.write import write_star_subset
 
 from iohelpers import star_loop, star_pairs
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hetfield.data.table import IMAGE_COLUMNS
 from hetfield.errors import InputError
 from hetfield.io.readers import detect_source, read_particles
+from hetfield.table import IMAGE_COLUMNS
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.usefixtures("quiet_mrc_warnings")]
 
@@ -122,7 +122,7 @@ def test_cryosparc_samples_metadata(shared_data):
 
 
 def test_warptools_counts_and_own_frame_dose(shared_data):
-    from hetfield.io.star import read_star
+    from hetfield.io.star.read import read_star
 
     d = shared_data / "warptools-70S"
     opt = d / "warptools_test_4-tomos_10-ptcls_box-32_angpix-12_optimisation_set.star"

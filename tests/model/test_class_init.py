@@ -66,7 +66,8 @@ def test_em_picks_the_restart_with_the_best_likelihood(noisy_two_class):
 
 def test_lowres_em_separates_tomo_sim_50S(shared_data, tmp_path):
     """tomoDRGN's own two-class benchmark: its k-means on z reaches ARI 0.48; the EM start alone ~0.97."""
-    from hetfield.data.preprocess import PreprocessSettings, prepare_dataset
+    from hetfield.data.cache import PreprocessSettings
+    from hetfield.data.preprocess import prepare_dataset
 
     d = shared_data / "tomo-sim-50S"
     # tomoDRGN's simulator writes dark particles: --uninvert-data.

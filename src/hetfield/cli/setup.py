@@ -32,7 +32,8 @@ def setup(
     to fix. Overrides and the reader are part of the dataset's fingerprint: changing them needs --force.
     """
     from hetfield.cli._common import command_line, print_summary, progress_bar
-    from hetfield.data.preprocess import PreprocessSettings, prepare_dataset
+    from hetfield.data.cache import PreprocessSettings
+    from hetfield.data.preprocess import prepare_dataset
     from hetfield.io.readers import SOURCES
     from hetfield.errors import ConfigError
 

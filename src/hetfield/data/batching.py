@@ -16,25 +16,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hetfield.data.cache import PER_IMAGE_FLOAT
 from hetfield.imaging.exposure import OPTIMAL_EXPOSURE_FACTOR
 
 if TYPE_CHECKING:  # annotations only: torch is imported where batches are built
     import torch
-
-PER_IMAGE_FLOAT = (
-    "pixel_size_A",
-    "voltage_kV",
-    "cs_mm",
-    "amplitude_contrast",
-    "defocus_u_A",
-    "defocus_v_A",
-    "defocus_angle_deg",
-    "phase_shift_deg",
-    "ctf_bfactor_A2",
-    "ctf_scale",
-    "dose_e_per_A2",
-    "stage_tilt_deg",
-)
 
 
 @dataclass

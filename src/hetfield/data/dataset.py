@@ -14,28 +14,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from hetfield.data.cache import (
+    CACHE_FORMAT,
+    META_SCHEMA,
+    REQUIRED_FILES,
+    SOURCE_SCHEMA,
+    PreprocessSettings,
+    array_schema,
+    input_fingerprint,
+)
 from hetfield.errors import DatasetError
-
-REQUIRED_FILES = ("dataset.yaml", "images.npy", "arrays.npz", "particles.star")
-
-# dataset.yaml: key -> type ("int", "float", "bool", "str", "dict", "str?" = str or null)
-META_SCHEMA: dict[str, str] = {
-    "cache_format": "int",
-    "fingerprint": "str",
-    "particles": "str",
-    "datadir": "str?",
-    "box": "int",
-    "lattice": "int",
-    "pixel_size_A": "float",
-    "n_particles": "int",
-    "n_images": "int",
-    "has_poses": "bool",
-    "normalization": "dict",
-    "preprocessing": "dict",
-    "source": "dict",
-    "summary": "dict",
-}
-SOURCE_SCHEMA = {"reader": "str", "files": "dict", "original_files": "dict"}
 
 _TYPES = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
@@ -66,8 +54,6 @@ def _check_keys(mapping: dict, schema: dict[str, str], where: str, prefix: str, 
 def validate_meta(meta: Any, path: Path) -> dict[str, Any]:
     """The checks on ``dataset.yaml`` (types, ranges, consistency); returns ``meta``."""
     import math
-
-    from hetfield.data.preprocess import CACHE_FORMAT, PreprocessSettings
 
     where = str(path / "dataset.yaml")
     if not isinstance(meta, dict) or "fingerprint" not in meta:
@@ -117,23 +103,6 @@ def _get(meta: dict, dotted: str):
     for part in dotted.split("."):
         v = v.get(part) if isinstance(v, dict) else None
     return v
-
-
-def array_schema(n: int, n_particles: int) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """``arrays.npz``: name -> (dtype, shape) for ``n`` images of ``n_particles`` particles."""
-    from hetfield.data.batching import PER_IMAGE_FLOAT
-
-    schema = {
-        "particle": ("int64", (n,)),
-        "particle_offsets": ("int64", (n_particles + 1,)),
-        "rotation": ("float32", (n, 3, 3)),
-        "origin_px": ("float32", (n, 2)),
-        "ctf_premultiplied": ("bool", (n,)),
-        "dose_weighted": ("bool", (n,)),
-    }
-    for col in PER_IMAGE_FLOAT:
-        schema[col] = ("float32", (n,))
-    return schema
 
 
 def validate_arrays(arrays: dict[str, Any], n: int, n_particles: int, path: Path, redo: str) -> None:
@@ -274,9 +243,10 @@ class Dataset:
         """The particle table (pandas DataFrame, one row per image; names and paths stay text)."""
         import numpy as np
 
-        from hetfield.data.table import IMAGE_COLUMNS
+        from hetfield.table import IMAGE_COLUMNS
         from hetfield.errors import InputError
-        from hetfield.io.star import STRING_COLUMNS, read_star
+        from hetfield.io.star.blocks import STRING_COLUMNS
+        from hetfield.io.star.read import read_star
 
         star_path = self.path / "particles.star"
         redo = _redo(self.path, self.meta)
@@ -316,8 +286,8 @@ class Dataset:
 
     @cached_property
     def source_info(self):
-        """:class:`~hetfield.data.table.SourceInfo` pointing at the copies in ``DATASET/source``."""
-        from hetfield.data.table import SourceInfo
+        """:class:`~hetfield.table.SourceInfo` pointing at the copies in ``DATASET/source``."""
+        from hetfield.table import SourceInfo
 
         src = self.meta["source"]
         return SourceInfo(
@@ -333,8 +303,6 @@ class Dataset:
         Inputs that are no longer reachable (a dataset copied to a cluster) cannot be checked, and
         the cache is self-contained, so that is not an error.
         """
-        from hetfield.data.preprocess import PreprocessSettings, input_fingerprint
-
         originals = {k: Path(v) for k, v in self.meta["source"]["original_files"].items()}
         if not all(p.is_file() for p in originals.values()):
             return

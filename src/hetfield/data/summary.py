@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hetfield.data.table import ParticleTable
+from hetfield.table import ParticleTable
 
 
 def _range(values) -> list[float]:

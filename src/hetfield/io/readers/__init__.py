@@ -1,4 +1,4 @@
-"""Readers for users' particle formats; each returns a validated :class:`~hetfield.data.table.ParticleTable`.
+"""Readers for users' particle formats; each returns a validated :class:`~hetfield.table.ParticleTable`.
 
 Public API::
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hetfield.data.table import ParticleTable, SourceInfo
 from hetfield.errors import ConfigError, InputError
+from hetfield.table import ParticleTable, SourceInfo
 
 SOURCES = ("image-series", "nextpyp", "optimisation-set", "relion", "cryosparc")
 
@@ -50,16 +50,6 @@ def _check_source(source: str) -> str:
     raise ConfigError(f"--source {source!r} is not a reader; choose one of auto, {', '.join(SOURCES)}")
 
 
-def _is_numpy_file(path: Path) -> bool:
-    if path.suffix.lower() in (".cs", ".npy"):
-        return True
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(6) == b"\x93NUMPY"
-    except OSError:
-        return False
-
-
 def detect(path, source: str = "auto"):
     """The :class:`~hetfield.io.readers.detection.Detection` for ``path`` (see the module docstring)."""
     from hetfield.io.readers.detection import detect_file
@@ -81,8 +71,8 @@ def read_particles(path, datadir=None, source: str = "auto", check_images: bool 
     ``mirror`` forces (True) or forbids (False) the WarpTools hand correction (default: by producer;
     see :mod:`hetfield.io.readers.optimisation_set`).
     """
-    from hetfield.io.readers.detection import Detection, detect_star
-    from hetfield.io.star import read_star
+    from hetfield.io.readers.detection import Detection, detect_star, is_numpy_file
+    from hetfield.io.star.read import read_star
 
     source = _check_source(source)
     path = Path(path)
@@ -90,7 +80,7 @@ def read_particles(path, datadir=None, source: str = "auto", check_images: bool 
         raise InputError(f"{path}: no such file; pass an existing particles STAR or .cs file")
     if datadir is not None and not Path(datadir).is_dir():
         raise InputError(f"--datadir {datadir}: no such directory; pass the directory that holds the image stacks")
-    numpy_file = _is_numpy_file(path)
+    numpy_file = is_numpy_file(path)
     if source == "cryosparc" or (source == "auto" and numpy_file):
         if tomograms is not None:
             raise ConfigError("--tomograms applies to optimisation sets only, not to cryoSPARC files; drop it")

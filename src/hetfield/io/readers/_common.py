@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hetfield.data.table import IMAGE_COLUMNS, ParticleTable, SourceInfo, validate_images
 from hetfield.errors import InputError
-from hetfield.io.star import label, numeric_column
+from hetfield.io.star.blocks import label
+from hetfield.io.star.columns import numeric_column
+from hetfield.table import IMAGE_COLUMNS, ParticleTable, SourceInfo, validate_images
 
 PIXEL_SIZE_COLUMNS = ("rlnImagePixelSize", "rlnDetectorPixelSize")
 ANGLE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hetfield.data.table import ParticleTable, SourceInfo
 from hetfield.errors import InputError
 from hetfield.imaging.rotations import matrix_to_euler, rotvec_to_matrix
 from hetfield.io.readers import _common as C
+from hetfield.table import ParticleTable, SourceInfo
 
 NAME = "cryosparc"
 

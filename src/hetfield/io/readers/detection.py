@@ -41,13 +41,10 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from hetfield.errors import InputError
-from hetfield.io.star import StarFile, label
+from hetfield.io.readers.evidence import GROUP_COLUMNS, TOMO_COLUMNS, Facts, gather_facts
+from hetfield.io.star.blocks import StarFile, label
 
-GROUP_COLUMNS = ("rlnGroupName", "rlnGroupNumber")
-TOMO_COLUMNS = ("rlnTomoName", "rlnTomoParticleName", "rlnTomoVisibleFrames")
 TILT_READERS = ("optimisation-set", "nextpyp", "image-series")
 
 
@@ -98,129 +95,6 @@ class Detection:
             warnings.warn(w, DetectionWarning, stacklevel=3)
 
 
-# --- the facts ---------------------------------------------------------------------------------
-
-
-def _numbers(df, column):
-    """The column as float64, or None when absent or not numeric everywhere."""
-    import pandas as pd
-
-    if column not in df.columns:
-        return None
-    v = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=np.float64)
-    return None if np.isnan(v).any() else v
-
-
-def _range(v) -> str:
-    lo, hi = float(np.min(v)) + 0.0, float(np.max(v)) + 0.0  # + 0.0: no "-0"
-    return f"{lo:g}" if lo == hi else f"{lo:g} to {hi:g}"
-
-
-def _count_range(sizes) -> str:
-    lo, hi = int(sizes.min()), int(sizes.max())
-    return str(lo) if lo == hi else f"{lo}–{hi}"
-
-
-@dataclass
-class _Facts:
-    evidence: list[str] = field(default_factory=list)
-    tilt: list[str] = field(default_factory=list)
-    against: list[str] = field(default_factory=list)
-    decisive: bool = False
-    dose_b: bool = False
-    cos_scale: bool = False
-    varies: bool = False
-    # per grouping column with multi-row groups: "ok" | "repeats dose" | "constant"
-    groups: dict[str, str] = field(default_factory=dict)
-    repeat_example: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def tilted(self) -> bool:
-        if self.decisive:
-            return True
-        if self.against:
-            return False
-        return self.dose_b + self.cos_scale + self.varies >= 2
-
-
-def gather_facts(df) -> _Facts:
-    """Tilt evidence of a particle table; see the module docstring."""
-    import pandas as pd
-
-    f = _Facts()
-    n = len(df)
-    f.evidence.append(f"{n} rows")
-    if "rlnTiltIndex" in df.columns:
-        f.decisive = True
-        f.tilt.append("_rlnTiltIndex present (tilt-series frame numbers)")
-    tomo = [label(c) for c in TOMO_COLUMNS if c in df.columns]
-    if tomo:
-        f.decisive = True
-        f.tilt.append(f"{', '.join(tomo)} present (tomography particles)")
-    b = _numbers(df, "rlnCtfBfactor")
-    s = _numbers(df, "rlnCtfScalefactor")
-    b_info = b is not None and n and not (b == 0).all()
-    s_info = s is not None and n and not (s == 1).all()
-    if b is None:
-        f.evidence.append("no numeric _rlnCtfBfactor")
-    elif not b_info:
-        f.against.append("_rlnCtfBfactor is 0 on every row (a tilt series records -4·dose there)")
-    elif (b > 0).any():
-        f.against.append(f"_rlnCtfBfactor is positive on {int((b > 0).sum())} rows (a CTF envelope, not -4·dose)")
-    else:
-        f.dose_b = True
-        f.tilt.append(f"_rlnCtfBfactor <= 0 on every row ({_range(b)}: -4·dose, dose {_range(-b / 4)} e/Å²)")
-    if s is None:
-        f.evidence.append("no numeric _rlnCtfScalefactor")
-    elif not s_info:
-        f.evidence.append("_rlnCtfScalefactor is 1 on every row")
-    elif ((s > 0) & (s <= 1)).all():
-        f.cos_scale = True
-        f.tilt.append(f"_rlnCtfScalefactor below 1 ({_range(s)}: cos(tilt), tilts up to "
-                      f"{np.degrees(np.arccos(s.min())):.0f}°)")
-    else:
-        f.against.append(f"_rlnCtfScalefactor outside (0, 1] ({_range(s)}: not cos(tilt))")
-    informative = [v for v, ok in ((b, b_info), (s, s_info)) if ok]
-    constant = []  # a veto only when no other column groups the rows into tilt series
-    for col in GROUP_COLUMNS:
-        if col not in df.columns:
-            continue
-        codes, uniques = pd.factorize(df[col].to_numpy(dtype=object), sort=False)  # ints: fast on 10^6 rows
-        sizes = np.bincount(codes)
-        if sizes.max() <= 1:
-            f.evidence.append(f"one row per {label(col)} ({len(sizes)} groups)")
-            continue
-        what = f"{_count_range(sizes)} rows per {label(col)} ({len(sizes)} groups)"
-        if not informative:
-            f.evidence.append(what)
-            continue
-        multi = sizes[codes] > 1
-        distinct = [pd.DataFrame({"k": codes[multi], "v": v[multi]}).groupby("k")["v"].nunique().to_numpy()
-                    for v in informative]
-        if all((d <= 1).all() for d in distinct):
-            f.groups[col] = "constant"
-            constant.append(f"{what}, but _rlnCtfBfactor/_rlnCtfScalefactor are constant within each "
-                            "(per-micrograph values, not one per tilt image)")
-            continue
-        f.varies = True
-        if b_info:
-            dup = pd.DataFrame({"k": codes, "b": b}).duplicated(keep=False).to_numpy() & multi
-            if dup.any():
-                g = uniques[codes[np.argmax(dup)]]
-                f.groups[col] = "repeats dose"
-                f.repeat_example[col] = str(g)
-                f.evidence.append(f"{what}; group {g!r} repeats a dose, so it holds several particles")
-                continue
-        f.groups[col] = "ok"
-        f.tilt.append(f"{what} with a different dose or tilt on each row")
-    if "ok" not in f.groups.values():
-        f.against.extend(constant)
-    if f.groups and not f.decisive and b_info and all(v != "ok" for v in f.groups.values()):
-        if "constant" not in f.groups.values():
-            f.against.append("no column groups the rows into tilt series (every group repeats a dose)")
-    return f
-
-
 # --- deciding ----------------------------------------------------------------------------------
 
 
@@ -235,7 +109,7 @@ def _reader_missing(star: StarFile) -> dict[str, list[str]]:
     }
 
 
-def _tilt_problems(facts: _Facts, missing: dict[str, list[str]]) -> dict[str, str]:
+def _tilt_problems(facts: Facts, missing: dict[str, list[str]]) -> dict[str, str]:
     problems = {}
     if facts.groups.get("rlnGroupName") == "repeats dose":
         g = facts.repeat_example["rlnGroupName"]
@@ -252,10 +126,11 @@ def _fits(reader: str, missing, problems) -> bool:
 def detect_star(path, star: StarFile, source: str = "auto") -> Detection:
     """The Detection for a STAR file (``source`` forces the reader but the evidence is still gathered)."""
     from hetfield.io.readers import optimisation_set, relion
+    from hetfield.io.readers.optimisation_files import is_optimisation_set
 
     path = str(path)
     forced = source != "auto"
-    if optimisation_set.is_optimisation_set(star):
+    if is_optimisation_set(star):
         return Detection(path, source if forced else "optimisation-set", forced=forced, tilted=True,
                          evidence=("an optimisation set (_rlnTomoParticlesFile)",),
                          tilt_evidence=("an optimisation set (_rlnTomoParticlesFile)",))
@@ -303,7 +178,7 @@ def detect_star(path, star: StarFile, source: str = "auto") -> Detection:
     raise InputError(f"{path}: cannot tell which reader fits this file ({details}); fix the file or pass --source")
 
 
-def _near_miss_message(path, facts: _Facts, missing, problems, columns) -> str:
+def _near_miss_message(path, facts: Facts, missing, problems, columns) -> str:
     readers = ["image-series"]
     if "rlnTiltIndex" in columns or "rlnGroupNumber" in columns:
         readers.insert(0, "nextpyp")  # only files with NextPYP's own columns are near misses of it
@@ -330,7 +205,7 @@ def _near_miss_message(path, facts: _Facts, missing, problems, columns) -> str:
     )
 
 
-def _forced_warnings(path, source, facts: _Facts, problems) -> list[str]:
+def _forced_warnings(path, source, facts: Facts, problems) -> list[str]:
     out = []
     if source in ("relion", "cryosparc") and facts.tilted:
         out.append(f"{path}: --source {source} reads every row as its own single-particle image, but the rows "
@@ -340,15 +215,25 @@ def _forced_warnings(path, source, facts: _Facts, problems) -> list[str]:
     return out
 
 
+def is_numpy_file(path: Path) -> bool:
+    """A cryoSPARC ``.cs`` (or any ``.npy``) file: by suffix, else by numpy's magic bytes."""
+    if path.suffix.lower() in (".cs", ".npy"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
+
+
 def detect_file(path, source: str = "auto") -> Detection:
     """The Detection of any particle file (``.cs`` or STAR)."""
-    from hetfield.io.readers import _is_numpy_file
-    from hetfield.io.star import read_star
+    from hetfield.io.star.read import read_star
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file; pass an existing particles STAR or .cs file")
-    if _is_numpy_file(p):
+    if is_numpy_file(p):
         return Detection(str(p), source if source != "auto" else "cryosparc", forced=source != "auto",
                          evidence=("a numpy structured array (cryoSPARC .cs)",))
     return detect_star(p, read_star(p), source)

@@ -23,11 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hetfield.data.table import ParticleTable, SourceInfo
 from hetfield.errors import InputError
 from hetfield.io.readers import _common as C
 from hetfield.io.readers import relion
-from hetfield.io.star import StarFile, parse_image_names, read_star, write_star_subset
+from hetfield.io.star.blocks import StarFile
+from hetfield.io.star.columns import parse_image_names
+from hetfield.io.star.read import read_star
+from hetfield.io.star.write import write_star_subset
+from hetfield.table import ParticleTable, SourceInfo
 
 NAME = "image-series"
 
