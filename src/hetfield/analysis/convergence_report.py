@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hetfield.analysis.convergence import RULE, THRESHOLDS
+from hetfield.analysis.convergence_rule import RULE, THRESHOLDS
 
 
 def write_outputs(ctx, result: dict[str, Any], out: Path, truth=None) -> dict[str, Any]:
