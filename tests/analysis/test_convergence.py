@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from hetfield.analysis.convergence import THRESHOLDS, analysed_epochs, decide
+from hetfield.analysis.convergence import analysed_epochs
+from hetfield.analysis.convergence_rule import THRESHOLDS, decide
 
 NUM = {"type": ["number", "null"]}
 SCHEMA = {

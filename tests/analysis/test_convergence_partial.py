@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from hetfield.analysis.convergence import decide
+from hetfield.analysis.convergence_rule import decide
 
 from helpers import run_cli
 

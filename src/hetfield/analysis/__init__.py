@@ -8,8 +8,13 @@ Modules (one purpose each):
 * :mod:`~hetfield.analysis.volumes`     batched decoding of volumes, MRC output, low-pass, hand flip, inversion
 * :mod:`~hetfield.analysis.backproject` weighted Fourier-space voxel backprojection with half maps
 * :mod:`~hetfield.analysis.truth`       simulator ground truth (classes, motion coordinate, maps)
-* :mod:`~hetfield.analysis.convergence` ``hetfield convergence``: per-epoch metrics, recommended epoch, verdict
+* :mod:`~hetfield.analysis.context`     opening a trained run: settings, dataset, checked latents and models
+* :mod:`~hetfield.analysis.provenance`  the header every analysis JSON starts with
+* :mod:`~hetfield.analysis.convergence` ``hetfield convergence``: per-epoch measurements (report: ``convergence_report``)
+* :mod:`~hetfield.analysis.convergence_rule` the rule, pure: per-epoch rows -> recommended epoch and verdict
+* :mod:`~hetfield.analysis.selection`   ``--epoch N|last|auto`` and ``--class-idx``
 * :mod:`~hetfield.analysis.analyze`     ``hetfield analyze``: one epoch, all classes, in one call
+  (``analyze_truth``: against simulator truth; ``analyze_report``: the page)
 * :mod:`~hetfield.analysis.plots`       matplotlib (Agg) figures as PNG bytes
 * :mod:`~hetfield.analysis.report`      one self-contained HTML page per analysis
 

@@ -23,7 +23,6 @@ Output layout (``OUT`` = ``RUN/analysis.N`` by default)::
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,58 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from hetfield.errors import ConfigError, InputError, RunError
-
-
-# -- choosing the epoch and the classes -------------------------------------------------------------
-def resolve_epoch(ctx, epoch: str | int | None, convergence: str | Path | None = None) -> tuple[int, str, list[str]]:
-    """``(epoch, how it was chosen, notes)``; ``auto`` reads the recommended epoch of ``convergence.json``."""
-    notes: list[str] = []
-    run = ctx.run
-    if epoch is None:
-        epoch = "last"
-    if str(epoch).lower() == "auto":
-        explicit = convergence is not None
-        path = Path(convergence) if explicit else run.path / "convergence"
-        if path.is_dir():
-            path = path / "convergence.json"
-        if not path.is_file():
-            if explicit:
-                raise InputError(f"--convergence {convergence}: no convergence.json there; run `hetfield convergence {run.path}` first")
-            e = run.resolve_epoch("last")
-            notes.append(f"--epoch auto: no {path}; analysed the last epoch ({e}); run `hetfield convergence` for a recommended epoch")
-            return e, "last (no convergence.json)", notes
-        try:
-            doc = json.loads(path.read_text())
-            rec = int(doc["recommended_epoch"])
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"{path}: not a hetfield convergence.json (no recommended_epoch); run `hetfield convergence` again") from None
-        if doc.get("run_id") and str(doc["run_id"]) != str(ctx.run_id):
-            notes.append(f"{path} was written for run {doc['run_id']!r}, not {ctx.run_id!r}")
-        if rec not in run.epochs():
-            raise RunError(f"{path}: recommended epoch {rec} is not saved in {run.path} (saved: {', '.join(map(str, run.epochs()))}); run `hetfield convergence` again")
-        return rec, f"auto: recommended by {path} ({doc.get('verdict', '?')})", notes
-    if str(epoch).lower() in ("last", "latest"):
-        return run.epochs()[-1], "last", notes
-    try:
-        e = int(epoch)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--epoch {epoch!r}: give an epoch number, 'last' or 'auto'") from None
-    from hetfield.analysis.context import saved_epoch
-
-    return saved_epoch(ctx, e), "given", notes
-
-
-def resolve_classes(class_idx: str | int | None, n_classes: int) -> list[int]:
-    if class_idx is None or str(class_idx).lower() == "all":
-        return list(range(n_classes))
-    try:
-        c = int(class_idx)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--class-idx {class_idx!r}: give a class number 0..{n_classes - 1} or 'all'") from None
-    if not 0 <= c < n_classes:
-        raise ConfigError(f"--class-idx {c}: this run has {n_classes} class(es); give one of 0..{n_classes - 1}, or 'all'")
-    return [c]
+from hetfield.analysis.analyze_truth import truth_metrics
+from hetfield.errors import ConfigError
 
 
 # -- volume requests, decoded in one batched pass -----------------------------------------------------
@@ -304,86 +253,6 @@ def analyze_epoch(
     return {**summary, "_private": private}
 
 
-def truth_metrics(ctx, truth, epoch, cls, z, classes, vols, class_vol, private, notes, k, device) -> dict[str, Any]:
-    """Label metrics (ARI/NMI, |Spearman|) and FSC of learned volumes against their matched true maps."""
-    from hetfield.analysis import latent as L
-    from hetfield.analysis import metrics as M
-
-    res: dict[str, Any] = {"path": str(truth.path)}
-    n = cls.shape[0]
-    true_cls = true_t = None
-    if truth.has_labels:
-        if ctx.dataset is not None:
-            names = ctx.dataset.particle_names
-            true_cls, true_t = truth.labels_for(names)
-        elif len(truth.particles) == n:
-            true_cls = truth.particles["class"].to_numpy(np.int64)
-            true_t = truth.particles["t"].to_numpy(np.float64) if "t" in truth.particles else None
-            notes.append("--truth: no dataset to match particle names; assumed the truth's row order")
-        else:
-            notes.append("--truth: no dataset to match particle names and the counts differ; label metrics skipped")
-    n_true = int(true_cls.max()) + 1 if true_cls is not None else len(truth.class_maps())
-    if true_cls is not None:
-        res["n_true_classes"] = n_true
-        if ctx.n_classes > 1:
-            res["class_ari"] = M.ari(true_cls, cls)
-            res["class_nmi"] = M.nmi(true_cls, cls)
-        if z is not None:
-            g = private["groups"]
-            if "all" in g and g["all"].get("kmeans") is not None:
-                km = g["all"]["kmeans"]
-                res["kmeans"] = {"k": km.k, "ari": M.ari(true_cls, km.labels), "nmi": M.nmi(true_cls, km.labels)}
-            if n_true > 1:
-                km2 = L.kmeans(z, n_true)
-                res["kmeans_true_k"] = {"k": km2.k, "ari": M.ari(true_cls, km2.labels), "nmi": M.nmi(true_cls, km2.labels)}
-                private["kmeans_true_k"] = km2
-            if true_t is not None and np.isfinite(true_t).all():
-                pc1 = L.pca(z).projection[:, 0]
-                res["spearman_pc1_t"] = M.abs_spearman(pc1, true_t)
-                per = {}
-                for tc in range(n_true):
-                    sel = true_cls == tc
-                    if sel.sum() >= 3:
-                        per[str(tc)] = M.abs_spearman(L.pca(z[sel]).projection[:, 0], true_t[sel])
-                res["spearman_pc1_t_per_true_class"] = per
-    # Volumes against the true class maps.
-    tmaps = [m for m in truth.class_maps() if m.volume.shape == (ctx.box,) * 3]
-    if not tmaps:
-        tmaps = truth.maps_for_box(ctx.box)
-    if not tmaps:
-        notes.append(f"--truth: no true map of box {ctx.box}; FSC against the truth skipped")
-        return res
-    mask = M.soft_sphere_mask(ctx.box)
-    learned: list[tuple[str, np.ndarray]] = []
-    if ctx.n_classes > 1:
-        learned = [(f"class {c}", vols[class_vol[c]]) for c in classes]
-    elif z is not None and private.get("kmeans_true_k") is not None:
-        from hetfield.analysis.context import load_model
-        from hetfield.analysis.volumes import decode_volumes
-
-        km2 = private["kmeans_true_k"]
-        model = load_model(ctx, epoch, device)
-        v2 = decode_volumes(model, z[km2.on_data].astype(np.float32), 0)
-        learned = [(f"k-means({km2.k}) centre {j}", v2[j]) for j in range(km2.k)]
-    else:
-        learned = [(f"class {c}", vols[class_vol[c]]) for c in classes]
-    cc = np.array([[M.masked_correlation(v, t.volume, mask) for t in tmaps] for _, v in learned])
-    pairs = M.match_best(cc)
-    rows = []
-    for i, j in pairs:
-        f = M.fsc(learned[i][1], tmaps[j].volume, ctx.pixel_size_A, mask=mask)
-        rows.append({
-            "volume": learned[i][0], "true_map": tmaps[j].name, "true_class": tmaps[j].true_class, "cc": float(cc[i, j]),
-            "fsc_half_nyquist": f.at_half_nyquist(), "resolution_fsc05_A": f.resolution_A(0.5),
-            "resolution_fsc0143_A": f.resolution_A(0.143), "fsc": f.fsc.tolist(),
-        })
-    res["volumes_vs_truth"] = rows
-    if rows:
-        res["min_fsc_half_nyquist"] = float(min(r["fsc_half_nyquist"] for r in rows))
-        res["min_cc"] = float(min(r["cc"] for r in rows))
-    return res
-
-
 # -- entry point ------------------------------------------------------------------------------------------
 def run_analysis(
     run_path,
@@ -400,13 +269,15 @@ def run_analysis(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """``hetfield analyze``: build ``out`` atomically; return it and ``summary.json``'s dict."""
-    from hetfield import __version__
     from hetfield.analysis.analyze_report import write_report
     from hetfield.analysis.context import inputs as _inputs
-    from hetfield.analysis.context import now, open_run, plain, resolve_device
+    from hetfield.analysis.context import open_run, resolve_device
+    from hetfield.analysis.provenance import provenance
+    from hetfield.analysis.selection import resolve_classes, resolve_epoch
     from hetfield.analysis.truth import load_truth
     from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_json_atomic
+    from hetfield.io.plain import to_plain
 
     if k < 1:
         raise ConfigError(f"--k {k}: give a positive number of k-means clusters")
@@ -430,11 +301,7 @@ def run_analysis(
         res = analyze_epoch(ctx, tmp, e, classes, k=k, truth=truth, use_umap=use_umap, device=dev, n_traversal=n_traversal, progress=progress)
         private = res.pop("_private")
         summary = {
-            "run_id": ctx.run_id,
-            "kind": "analysis",
-            "hetfield_version": __version__,
-            "created": now(),
-            "run": str(ctx.run.path.resolve()),
+            **provenance("analysis", ctx=ctx),
             "epoch": e,
             "epoch_choice": how,
             "pixel_size_A": ctx.pixel_size_A,
@@ -443,7 +310,7 @@ def run_analysis(
         }
         summary["notes"] = list(ctx.notes) + notes + summary.get("notes", [])
         summary["files"]["report"] = "report.html"
-        write_json_atomic(tmp / "summary.json", plain(summary))  # first, so that the report can link it
+        write_json_atomic(tmp / "summary.json", to_plain(summary))  # first, so that the report can link it
         summary["files"]["plots"] = write_report(ctx, summary, private, tmp)
-        write_json_atomic(tmp / "summary.json", plain(summary))
-    return out, plain(summary)
+        write_json_atomic(tmp / "summary.json", to_plain(summary))
+    return out, to_plain(summary)

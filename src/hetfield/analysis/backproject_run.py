@@ -49,10 +49,9 @@ def run_backproject(
     tilt_weight: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    from hetfield import __version__
     from hetfield.analysis import plots as P
     from hetfield.analysis.backproject import backproject
-    from hetfield.analysis.context import now, plain
+    from hetfield.analysis.provenance import provenance
     from hetfield.analysis.export_volumes import read_indices
     from hetfield.analysis.report import Link, Report
     from hetfield.analysis.volumes import lowpass, write_volume
@@ -60,6 +59,7 @@ def run_backproject(
     from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_bytes_atomic, write_json_atomic, write_text_atomic
     from hetfield.io.mrc import read_volume
+    from hetfield.io.plain import to_plain
 
     if max_images is not None and max_images < 1:
         raise ConfigError(f"--max-images {max_images}: give a positive number of images")
@@ -80,11 +80,7 @@ def run_backproject(
     res = backproject(ds, particles=particles, max_images=max_images, dose_weight=dose_weight, tilt_weight=tilt_weight, progress=progress)
     f, fm = res.fsc, res.fsc_masked
     summary: dict[str, Any] = {
-        "kind": "backprojection",
-        "hetfield_version": __version__,
-        "created": now(),
-        "dataset": str(ds.path.resolve()),
-        "dataset_fingerprint": ds.fingerprint,
+        **provenance("backprojection", dataset=ds),
         "pixel_size_A": apix,
         "box": ds.box,
         "n_particles": list(res.n_particles),
@@ -123,7 +119,7 @@ def run_backproject(
             write_bytes_atomic(tmp / "plots" / f"{name}.png", png)
             files.append(f"plots/{name}.png")
         summary["files"] = files + ["backproject.json", "report.html"]
-        write_json_atomic(tmp / "backproject.json", plain(summary))
+        write_json_atomic(tmp / "backproject.json", to_plain(summary))
 
         rep = Report(f"Backprojection of {ds.path.name}", f"{ds.path} · {sum(res.n_particles)} particles, {sum(res.n_images)} images · "
                      f"box {ds.box} at {apix:.4g} Å/px")
@@ -147,4 +143,4 @@ def run_backproject(
         })
         rep.table([{"file": Link(p)} for p in files if p.endswith(".mrc") or p.endswith(".csv")] + [{"file": Link("backproject.json")}], ["file"])
         rep.write(tmp / "report.html")
-    return out, plain(summary)
+    return out, to_plain(summary)

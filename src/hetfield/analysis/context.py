@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,28 +221,3 @@ def load_model(ctx: RunContext, epoch: int, device):
         raise RunError(f"{path}: does not match {ctx.run.config_path} ({'; '.join(differ)}); config.yaml was edited or "
                        "belongs to another run: restore it, or train the run again")
     return model
-
-
-def now() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-def plain(obj):
-    """JSON-safe copy: numpy scalars/arrays to Python, NaN/inf to None, paths to strings."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from hetfield.analysis.convergence import RULE, THRESHOLDS
+from hetfield.analysis.convergence_rule import RULE, THRESHOLDS
 
 
 def write_outputs(ctx, result: dict[str, Any], out: Path, truth=None) -> dict[str, Any]:
     """PNGs, ``convergence.json`` and ``report.html`` under ``out``; returns the JSON dict."""
-    from hetfield import __version__
     from hetfield.analysis import plots as P
-    from hetfield.analysis.context import now, plain
+    from hetfield.analysis.provenance import provenance
     from hetfield.analysis.report import Link, Report
     from hetfield.io.atomic import write_bytes_atomic, write_json_atomic
+    from hetfield.io.plain import to_plain
 
     figs: list[tuple[str, bytes, str]] = []
 
@@ -116,16 +116,12 @@ def write_outputs(ctx, result: dict[str, Any], out: Path, truth=None) -> dict[st
 
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) + ["convergence.json", "report.html"]
     doc = {
-        "run_id": ctx.run_id,
-        "kind": "convergence",
-        "hetfield_version": __version__,
-        "created": now(),
-        "run": str(ctx.run.path.resolve()),
+        **provenance("convergence", ctx=ctx),
         "truth": str(truth.path) if truth is not None else None,
         **{k_: v for k_, v in result.items() if not k_.startswith("_")},
         "files": sorted(set(files)),
     }
-    doc = plain(doc)
+    doc = to_plain(doc)
     write_json_atomic(out / "convergence.json", doc)
 
     # -- report ---------------------------------------------------------------------------------------

@@ -151,11 +151,12 @@ def run_volumes(
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    from hetfield import __version__
-    from hetfield.analysis.context import load_model, now, open_run, plain, resolve_device, saved_epoch
+    from hetfield.analysis.context import load_model, open_run, resolve_device, saved_epoch
+    from hetfield.analysis.provenance import provenance
     from hetfield.analysis.volumes import decode_volumes, output_voxel_size, postprocess, write_volume
     from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_json_atomic
+    from hetfield.io.plain import to_plain
 
     if lowpass_A is not None and not lowpass_A > 0:
         raise ConfigError(f"--lowpass-A {lowpass_A}: give a positive resolution in Å")
@@ -185,10 +186,9 @@ def run_volumes(
         if z is not None:
             np.savetxt(tmp / "z_values.txt", z, fmt="%.6g")
         doc = {
-            "run_id": ctx.run_id, "kind": "volumes", "hetfield_version": __version__, "created": now(),
-            "run": str(ctx.run.path.resolve()), "epoch": e, "mode": job["mode"], "info": job["info"],
+            **provenance("volumes", ctx=ctx), "epoch": e, "mode": job["mode"], "info": job["info"],
             "voxel_size_A": voxel, "box": int(box or ctx.box), "lowpass_A": lowpass_A, "flipped_hand": flip, "inverted": invert,
             "volumes": entries, "notes": ctx.notes,
         }
-        write_json_atomic(tmp / "volumes.json", plain(doc))
-    return out, plain(doc)
+        write_json_atomic(tmp / "volumes.json", to_plain(doc))
+    return out, to_plain(doc)

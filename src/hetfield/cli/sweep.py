@@ -26,7 +26,8 @@ def plan(
     """Expand the grid into runs with deterministic, filesystem-safe run ids."""
     from hetfield.errors import check_output_location
     from hetfield.io.atomic import write_text_atomic
-    from hetfield.sweep.plan import load_grid_file, make_plan, parse_set
+    from hetfield.sweep.options import parse_set
+    from hetfield.sweep.plan import load_grid_file, make_plan
 
     check_output_location(out, "--out", kind="file")
     axes, base = load_grid_file(grid) if grid else ({}, {})

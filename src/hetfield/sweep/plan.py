@@ -15,11 +15,12 @@ import io
 import itertools
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hetfield.errors import ConfigError
+from hetfield.sweep.options import EXAMPLE_CELL, EXAMPLE_YAML, coerce_option, default_text, option_types
 
 GRID_KEYS = ("beta", "zdim", "n_classes")
 
@@ -63,113 +64,6 @@ def _csv_value(v):
     if isinstance(v, float):
         return repr(v)
     return v
-
-
-# -- option values: typed as the training options they set ---------------------------------------------
-_NONE_WORDS = ("none", "null", "~")
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
-def _option_types() -> dict[str, str]:
-    from hetfield.train.config import TrainConfig
-
-    return {f.name: str(f.type) for f in fields(TrainConfig)}
-
-
-def _expected(type_name: str) -> str:
-    kind = "true or false" if "bool" in type_name else "a whole number" if "int" in type_name and "float" not in type_name \
-        else "a number" if "float" in type_name else "text"
-    return kind + (" or none" if "None" in type_name else "")
-
-
-def _default_text(key: str) -> str:
-    from hetfield.train.config import TrainConfig
-
-    default = TrainConfig.__dataclass_fields__[key].default
-    return "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
-
-
-# How to write a value, by where it came from: ``{key}``, ``{value}`` (the default, as an example).
-EXAMPLE_SET = "give e.g. --set {key}={value}"
-EXAMPLE_YAML = "write e.g. {key}: {value}"
-EXAMPLE_CELL = "write e.g. {value} in that cell"
-
-
-def coerce_option(key: str, value: Any, where: str, example: str = EXAMPLE_SET) -> Any:
-    """``value`` (text from ``--set`` or a plan cell, or a YAML scalar) as training option ``key``'s type.
-
-    ``where`` names the source in the message (``--set epochs=abc``, ``plan.csv: line 3 (run a)``);
-    ``example`` says how to write a good value there.
-    """
-    types = _option_types()
-    if key not in types:
-        from hetfield.train.config import FIELD_NAMES
-
-        raise ConfigError(f"{where}: {key!r} is not a training option; use one of {', '.join(FIELD_NAMES)}")
-    t = types[key]
-    bad = ConfigError(f"{where}: {key} takes {_expected(t)}, not {value!r}; {example.format(key=key, value=_default_text(key))}")
-    if isinstance(value, str):
-        text = value.strip()
-        if "None" in t and text.lower() in _NONE_WORDS:
-            return None
-        if "bool" in t:
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise bad
-        if "int" in t and "float" not in t:
-            try:
-                f = float(text)
-            except ValueError:
-                raise bad from None
-            if not math.isfinite(f) or not f.is_integer():
-                raise bad
-            return int(f)
-        if "float" in t:
-            try:
-                f = float(text)
-            except ValueError:
-                raise bad from None
-            if not math.isfinite(f):
-                raise bad
-            return f
-        if not text:
-            raise bad
-        return text
-    if value is None:
-        if "None" in t:
-            return None
-        raise bad
-    if "bool" in t:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if isinstance(value, bool):
-        raise bad
-    if "int" in t and "float" not in t:
-        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-            return int(value)
-        raise bad
-    if "float" in t:
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value) if isinstance(value, float) else value
-        raise bad
-    raise bad  # a str option given a number, list or mapping
-
-
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``--set option=value`` pairs → training options of the right type (ConfigError naming the pair)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write option=value, e.g. --set epochs=20")
-        key, raw = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key in out:
-            raise ConfigError(f"--set {key}: given twice; give each option once")
-        out[key] = coerce_option(key, raw, f"--set {item}")
-    return out
 
 
 def _parse_list(option: str, raw, kind: type) -> list:
@@ -309,7 +203,7 @@ def read_plan(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text CSV file; give the plan written by `hetfield sweep plan`") from None
-    types = _option_types()
+    types = option_types()
     reader = csv.reader(text.splitlines())
     try:
         header = [h.strip() for h in next(reader)]
@@ -349,7 +243,7 @@ def read_plan(path: Path) -> list[dict[str, Any]]:
                     continue
                 if not v.strip():
                     raise ConfigError(f"{path}: line {line} (run {rid}): column {k} is empty; write a value in it "
-                                      f"(e.g. {_default_text(k)}{', or none' if 'None' in types[k] else ''})")
+                                      f"(e.g. {default_text(k)}{', or none' if 'None' in types[k] else ''})")
                 typed[k] = coerce_option(k, v, f"{path}: line {line} (run {rid})", EXAMPLE_CELL)
             out.append(typed)
     except csv.Error as err:
