@@ -17,7 +17,8 @@ import yaml
 
 from hetfield.errors import ConfigError, RunError
 from hetfield.train.config import TrainConfig
-from hetfield.train.loop import resume_config, train
+from hetfield.train.loop import train
+from hetfield.train.prepare import resume_config
 from hetfield.train.rundir import RunDir
 
 from helpers import assert_usage_error, run_cli, simulate_and_setup

@@ -100,7 +100,7 @@ class VolumeQueue:
         return len(self.paths) - 1
 
     def decode(self, model, zdim: int, progress=None) -> np.ndarray:
-        from hetfield.analysis.volumes import decode_volumes
+        from hetfield.model.decode import decode_volumes
 
         if not self.paths:
             return np.zeros((0,))
@@ -359,7 +359,7 @@ def truth_metrics(ctx, truth, epoch, cls, z, classes, vols, class_vol, private, 
         learned = [(f"class {c}", vols[class_vol[c]]) for c in classes]
     elif z is not None and private.get("kmeans_true_k") is not None:
         from hetfield.analysis.context import load_model
-        from hetfield.analysis.volumes import decode_volumes
+        from hetfield.model.decode import decode_volumes
 
         km2 = private["kmeans_true_k"]
         model = load_model(ctx, epoch, device)

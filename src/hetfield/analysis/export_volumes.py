@@ -153,7 +153,8 @@ def run_volumes(
 ) -> tuple[Path, dict[str, Any]]:
     from hetfield import __version__
     from hetfield.analysis.context import load_model, now, open_run, plain, resolve_device, saved_epoch
-    from hetfield.analysis.volumes import decode_volumes, output_voxel_size, postprocess, write_volume
+    from hetfield.analysis.volumes import postprocess, write_volume
+    from hetfield.model.decode import decode_volumes, output_voxel_size
     from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_json_atomic
 

@@ -64,7 +64,7 @@ def _check_same_settings(run_dir: Path, cfg, force: bool) -> None:
     """A run directory of the sweep must hold the run the plan describes."""
     from dataclasses import asdict
 
-    from hetfield.train.loop import RESUMABLE_CHANGES
+    from hetfield.train.prepare import RESUMABLE_CHANGES
     from hetfield.train.rundir import RunDir
 
     run = RunDir(run_dir)
