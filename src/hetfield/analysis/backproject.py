@@ -70,6 +70,7 @@ def _accumulate(ds, images: np.ndarray, grid: int, dose_weight: bool, tilt_weigh
     """``(num, den)`` on a ``(D+2)**3`` grid (folded later) from the given images."""
     import torch
 
+    from hetfield.imaging.exposure import tilt_weight as cos_tilt
     from hetfield.imaging.shifts import translate_hartley_pair
     from hetfield.imaging.transfer import TRANSFER_PARAMETERS, transfer_of
 
@@ -99,7 +100,7 @@ def _accumulate(ds, images: np.ndarray, grid: int, dose_weight: bool, tilt_weigh
         t = transfer_of({name: a(name) for name in TRANSFER_PARAMETERS}, k, dose_weight=dose_weight, dose_mask=use_dose_mask)
         ctf, filt, premult = t.ctf, t.exposure, a("ctf_premultiplied")[:, None]
         keep = t.keep.to(ctf.dtype)
-        w = torch.cos(torch.deg2rad(a("stage_tilt_deg")))[:, None] if tilt_weight else torch.ones(n, 1, dtype=torch.float64)
+        w = cos_tilt(a("stage_tilt_deg"))[:, None] if tilt_weight else torch.ones(n, 1, dtype=torch.float64)
         w = w.clamp_min(0) * keep
         mult = torch.where(premult, filt, ctf * filt)
         values = (w * mult * yc).reshape(-1)

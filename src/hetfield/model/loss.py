@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from hetfield.imaging.exposure import tilt_weight as cos_tilt
 from hetfield.model.forward import Observation, Rendering
 
 
@@ -32,7 +33,7 @@ def image_errors(r: Rendering, obs: Observation) -> tuple[torch.Tensor, torch.Te
 
 def tilt_weights(batch, n_values: torch.Tensor, tilt_weight: bool) -> torch.Tensor:
     """``(n,)`` ``cos(tilt)`` per image (ones without ``tilt_weight``)."""
-    return torch.cos(torch.deg2rad(batch.stage_tilt_deg)) if tilt_weight else torch.ones_like(n_values)
+    return cos_tilt(batch.stage_tilt_deg) if tilt_weight else torch.ones_like(n_values)
 
 
 def particle_errors(batch, se_img: torch.Tensor, n_img: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
