@@ -120,6 +120,18 @@ def test_train_help_shows_every_default_of_the_training_settings():
             assert f"[default: {shown}]" in line, line
 
 
+def test_sweep_run_checks_a_run_directory_with_the_resume_rule(one_epoch):
+    """``sweep run`` and ``--load`` compare stored and requested settings in one place (issue 10)."""
+    from hetfield.train.prepare import check_same_settings
+
+    check_same_settings(one_epoch, TrainConfig(**TINY))
+    check_same_settings(one_epoch, TrainConfig(**{**TINY, "epochs": 5, "batch_size": 2}))  # may change on resume
+    with pytest.raises(ConfigError) as err:
+        check_same_settings(one_epoch, TrainConfig(**{**TINY, "zdim": 3, "lr": 1e-3}))
+    assert "zdim (2 → 3)" in str(err.value) and "lr (0.003 → 0.001)" in str(err.value) and "--force" in str(err.value)
+    check_same_settings(one_epoch, TrainConfig(**{**TINY, "zdim": 3}), force=True)
+
+
 # -- item 11: one train per run; metrics and checkpoints agree ------------------------------------
 def test_a_second_train_of_the_same_run_is_refused(tiny, tmp_path):
     run = tmp_path / "run"

@@ -1,7 +1,7 @@
 """The odd ``(D+1) x (D+1)`` frequency lattice, its masks, and the pairing of ``k`` with ``-k``.
 
 Hartley values of a real image at ``k`` and ``-k`` together determine its Fourier coefficient, so the
-renderer decodes only one point of every ``(k, -k)`` pair (``half`` below) and derives the partner.
+forward model decodes only one point of every ``(k, -k)`` pair (``half`` below) and derives the partner.
 Every mask used here is point-symmetric, so each kept point keeps its partner.
 """
 
