@@ -73,7 +73,8 @@ def run_one(box: int, tilts: int, k: int, device: str, steps: int) -> dict:
 
     from hetfield.data.batching import ParticleBatches
     from hetfield.train.config import TrainConfig
-    from hetfield.train.loop import build_model, resolve_device
+    from hetfield.train.devices import resolve_device
+    from hetfield.train.factory import build_model
     from hetfield.train.optim import Optimizers
 
     cfg = TrainConfig(zdim=8, n_classes=k, device=device)

@@ -8,10 +8,10 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-import hetfield.model.class_init as class_init
+import hetfield.train.class_start as class_init
 from hetfield.data.dataset import Dataset
 from hetfield.train.config import TrainConfig
-from hetfield.train.loop import build_model
+from hetfield.train.factory import build_model
 
 from helpers import simulate_and_setup
 

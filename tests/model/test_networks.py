@@ -7,7 +7,8 @@ import torch
 
 from hetfield.data.batching import ParticleBatches
 from hetfield.model.fields import NeuralFields
-from hetfield.model.reconstruction import ModelShape, Reconstruction
+from hetfield.model.reconstruction import Reconstruction
+from hetfield.model.shape import ModelShape
 
 from .synthetic import tilt_series_dataset
 

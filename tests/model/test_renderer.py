@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from hetfield.data.batching import ParticleBatches
-from hetfield.model.reconstruction import ModelShape, Reconstruction
-from hetfield.model.renderer import LatticePoints, centre_data, image_factors
+from hetfield.imaging.shifts import translate_hartley_pair
+from hetfield.imaging.transfer import transfer_of
+from hetfield.model.decode import decode_volumes
+from hetfield.model.points import LatticePoints
+from hetfield.model.reconstruction import Reconstruction
+from hetfield.model.shape import ModelShape
 
 from .synthetic import blob_transform, blob_volume, tilt_series_dataset
 
@@ -16,7 +20,8 @@ from .synthetic import blob_transform, blob_volume, tilt_series_dataset
 def _render_analytic(batch, points, rotation):
     q = points.frequencies_3d(rotation.double(), batch.extent)
     f = blob_transform(q)
-    _, factor, keep = image_factors(batch, points, dose_weight=True, dose_mask_on=True, m=batch.extent)
+    t = transfer_of(batch, points.k[: batch.extent], dose_weight=True, dose_mask=True)
+    factor, keep = t.factor, t.keep
     factor = factor.double()
     return factor * (f.real - f.imag), factor * (f.real + f.imag), keep
 
@@ -31,11 +36,11 @@ def test_rendered_slices_match_images(premultiplied, dose_weighted):
     points = LatticePoints(ds.box)
     batch = ParticleBatches(ds, points, 4, shuffle=False, prefetch=False).make_batch(np.arange(4))
     pk, pmk, _ = _render_analytic(batch, points, batch.rotation)
-    yk, ymk = centre_data(batch.y_k.double(), batch.y_mk.double(), points.k[: batch.extent].double(), batch.origin_px.double())
+    yk, ymk = translate_hartley_pair(batch.y_k.double(), batch.y_mk.double(), points.k[: batch.extent].double(), batch.origin_px.double())
     cc = [_corr(np.r_[pk[i], pmk[i]], np.r_[yk[i], ymk[i]]) for i in range(batch.n_images)]
     assert min(cc) > 0.99
     # Each convention, broken on purpose, breaks the match.
-    yk2, ymk2 = centre_data(batch.y_k.double(), batch.y_mk.double(), points.k[: batch.extent].double(), -batch.origin_px.double())
+    yk2, ymk2 = translate_hartley_pair(batch.y_k.double(), batch.y_mk.double(), points.k[: batch.extent].double(), -batch.origin_px.double())
     assert np.mean([_corr(np.r_[pk[i], pmk[i]], np.r_[yk2[i], ymk2[i]]) for i in range(batch.n_images)]) < 0.9
     pk3, pmk3, _ = _render_analytic(batch, points, batch.rotation.transpose(1, 2))
     assert np.mean([_corr(np.r_[pk3[i], pmk3[i]], np.r_[yk[i], ymk[i]]) for i in range(batch.n_images)]) < 0.9
@@ -51,7 +56,7 @@ def test_decode_volume_keeps_every_fourier_line():
         return torch.stack([f.real, f.imag], -1).float()[:, None]
 
     model.field_values = analytic
-    vol = model.decode_volume(None).numpy()
+    vol = decode_volumes(model, None, 0)[0]
     truth = blob_volume(box)
     assert _corr(vol, truth) > 0.999
     # every z-plane keeps its mean (a zeroed central Fourier line would make them all zero-mean)

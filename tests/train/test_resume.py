@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from hetfield.errors import RunError
+from hetfield.errors import Interrupted, RunError
 from hetfield.train.config import TrainConfig
-from hetfield.train.loop import Interrupted, train
+from hetfield.train.loop import train
 from hetfield.train.rundir import RunDir
 
 from helpers import run_cli, simulate_and_setup
@@ -161,7 +161,7 @@ def _resume_and_compare(tiny, run: RunDir, straight: RunDir, cfg) -> None:
 
 
 def test_a_signal_during_the_em_start_stops_it_at_once(tiny, tmp_path, monkeypatch, straight_phases):
-    import hetfield.model.class_init as class_init
+    import hetfield.train.class_start as class_init
 
     cfg = TrainConfig(**PHASES, **TINY)
     sent = _signal_once(monkeypatch, class_init, "_batch_statistics")

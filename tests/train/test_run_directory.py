@@ -17,7 +17,8 @@ import yaml
 
 from hetfield.errors import ConfigError, RunError
 from hetfield.train.config import TrainConfig
-from hetfield.train.loop import resume_config, train
+from hetfield.train.loop import train
+from hetfield.train.prepare import resume_config
 from hetfield.train.rundir import RunDir
 
 from helpers import assert_usage_error, run_cli, simulate_and_setup
@@ -117,6 +118,18 @@ def test_train_help_shows_every_default_of_the_training_settings():
         assert "[default: " in line, line
         if shown is not None:
             assert f"[default: {shown}]" in line, line
+
+
+def test_sweep_run_checks_a_run_directory_with_the_resume_rule(one_epoch):
+    """``sweep run`` and ``--load`` compare stored and requested settings in one place (issue 10)."""
+    from hetfield.train.prepare import check_same_settings
+
+    check_same_settings(one_epoch, TrainConfig(**TINY))
+    check_same_settings(one_epoch, TrainConfig(**{**TINY, "epochs": 5, "batch_size": 2}))  # may change on resume
+    with pytest.raises(ConfigError) as err:
+        check_same_settings(one_epoch, TrainConfig(**{**TINY, "zdim": 3, "lr": 1e-3}))
+    assert "zdim (2 → 3)" in str(err.value) and "lr (0.003 → 0.001)" in str(err.value) and "--force" in str(err.value)
+    check_same_settings(one_epoch, TrainConfig(**{**TINY, "zdim": 3}), force=True)
 
 
 # -- item 11: one train per run; metrics and checkpoints agree ------------------------------------

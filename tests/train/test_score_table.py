@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-import hetfield.model.class_init as class_init
+import hetfield.train.class_start as class_init
 from hetfield.data.batching import ParticleBatches
 from hetfield.data.dataset import Dataset
 from hetfield.train.config import TrainConfig
-from hetfield.train.loop import build_model, split_validation, train
+from hetfield.train.factory import build_model
+from hetfield.train.loop import train
 from hetfield.train.optim import Optimizers
 from hetfield.train.rundir import RunDir
+from hetfield.train.validation import split_validation
 
 from helpers import simulate_and_setup
 

@@ -49,7 +49,7 @@ class VolumeQueue:
         return len(self.paths) - 1
 
     def decode(self, model, zdim: int, progress=None) -> np.ndarray:
-        from hetfield.analysis.volumes import decode_volumes
+        from hetfield.model.decode import decode_volumes
 
         if not self.paths:
             return np.zeros((0,))

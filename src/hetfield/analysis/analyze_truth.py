@@ -66,7 +66,7 @@ def truth_metrics(ctx, truth, epoch, cls, z, classes, vols, class_vol, private, 
         learned = [(f"class {c}", vols[class_vol[c]]) for c in classes]
     elif z is not None and private.get("kmeans_true_k") is not None:
         from hetfield.analysis.context import load_model
-        from hetfield.analysis.volumes import decode_volumes
+        from hetfield.model.decode import decode_volumes
 
         km2 = private["kmeans_true_k"]
         model = load_model(ctx, epoch, device)

@@ -5,7 +5,7 @@ For every image ``i`` and lattice point ``k`` inside the Nyquist circle (and the
 * the data ``y_i(k)`` (normalised Hartley values, contrast already set by ``setup`` so that
   ``image = CTF * projection``) are translated by ``+origin`` (which centres the particle);
 * the transfer of one imaging pass is ``t = CTF * g`` (the CTF times RELION's ``ctf_scale``, as
-  :func:`hetfield.model.renderer.image_factors` uses it) with ``g`` the dose filter (``g**2`` for
+  :func:`hetfield.imaging.transfer.transfer` gives it) with ``g`` the dose filter (``g**2`` for
   dose-weighted stacks). Ordinary images are multiplied by ``t``; CTF-premultiplied images already
   carry one CTF, so they are multiplied by ``g`` only. Both give ``E[m * y] = CTF**2 g**2 H`` and the
   weight ``CTF**2 g**2``, times ``cos(tilt)`` (the relative signal of a tilt image);
@@ -70,9 +70,9 @@ def _accumulate(ds, images: np.ndarray, grid: int, dose_weight: bool, tilt_weigh
     """``(num, den)`` on a ``(D+2)**3`` grid (folded later) from the given images."""
     import torch
 
-    from hetfield.imaging.ctf import ctf_2d
-    from hetfield.imaging.exposure import dose_filter, dose_mask
-    from hetfield.model.renderer import centre_data
+    from hetfield.imaging.exposure import tilt_weight as cos_tilt
+    from hetfield.imaging.shifts import translate_hartley_pair
+    from hetfield.imaging.transfer import TRANSFER_PARAMETERS, transfer_of
 
     d = ds.box
     lat = ds.lattice
@@ -94,25 +94,13 @@ def _accumulate(ds, images: np.ndarray, grid: int, dose_weight: bool, tilt_weigh
         y_mk = torch.as_tensor(flat[:, partner])
 
         def a(name):
-            return torch.as_tensor(np.asarray(arr[name][idx], np.float64))
+            return torch.as_tensor(np.asarray(arr[name][idx], bool if name in ("ctf_premultiplied", "dose_weighted") else np.float64))
 
-        origin = torch.as_tensor(np.asarray(arr["origin_px"][idx], np.float64))
-        yc, _ = centre_data(y_k, y_mk, k, origin)
-        kk = k[None].expand(n, -1, -1)
-        ctf = ctf_2d(kk, a("pixel_size_A"), a("defocus_u_A"), a("defocus_v_A"), a("defocus_angle_deg"), a("voltage_kV"),
-                     a("cs_mm"), a("amplitude_contrast"), a("phase_shift_deg"), a("ctf_bfactor_A2"))
-        if "ctf_scale" in arr:  # RELION's CTF scale factor, as the renderer applies it
-            ctf = ctf * a("ctf_scale")[:, None]
-        premult = torch.as_tensor(np.asarray(arr["ctf_premultiplied"][idx], bool))[:, None]
-        dose_w = torch.as_tensor(np.asarray(arr["dose_weighted"][idx], bool))[:, None]
-        filt = torch.ones_like(ctf)
-        if dose_weight:
-            f = dose_filter(kk, a("pixel_size_A"), a("dose_e_per_A2"), a("voltage_kV"))
-            filt = torch.where(dose_w, f * f, f)
-        keep = torch.ones_like(ctf)
-        if use_dose_mask:
-            keep = dose_mask(kk, a("pixel_size_A"), a("dose_e_per_A2"), a("voltage_kV")).to(ctf.dtype)
-        w = torch.cos(torch.deg2rad(a("stage_tilt_deg")))[:, None] if tilt_weight else torch.ones(n, 1, dtype=torch.float64)
+        yc, _ = translate_hartley_pair(y_k, y_mk, k, a("origin_px"))
+        t = transfer_of({name: a(name) for name in TRANSFER_PARAMETERS}, k, dose_weight=dose_weight, dose_mask=use_dose_mask)
+        ctf, filt, premult = t.ctf, t.exposure, a("ctf_premultiplied")[:, None]
+        keep = t.keep.to(ctf.dtype)
+        w = cos_tilt(a("stage_tilt_deg"))[:, None] if tilt_weight else torch.ones(n, 1, dtype=torch.float64)
         w = w.clamp_min(0) * keep
         mult = torch.where(premult, filt, ctf * filt)
         values = (w * mult * yc).reshape(-1)
@@ -164,7 +152,8 @@ def backproject(
     progress: Callable[[int, int], None] | None = None,
 ) -> BackprojectionResult:
     """Half maps, full map and FSC from the dataset's images at their poses (see the module doc)."""
-    from hetfield.analysis.metrics import fsc, shell_index, soft_sphere_mask
+    from hetfield.analysis.metrics import fsc, soft_sphere_mask
+    from hetfield.imaging.lattice import shell_index
 
     d = ds.box
     particles, images = select_images(ds, particles, max_images)

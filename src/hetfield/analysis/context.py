@@ -11,7 +11,7 @@ from hetfield.errors import RunError
 
 def resolve_device(name: str = "auto"):
     """``auto``/``cpu``/``cuda[:N]`` → a torch device (imported here: errors in the inputs come first)."""
-    from hetfield.train.loop import resolve_device as _resolve
+    from hetfield.train.devices import resolve_device as _resolve
 
     return _resolve(name)
 
@@ -202,7 +202,7 @@ def inputs(ctx: RunContext) -> tuple:
 
 def load_model(ctx: RunContext, epoch: int, device):
     """The model of ``weights.N.pt``, checked against ``config.yaml`` (RunError naming the file)."""
-    from hetfield.train.loop import load_trained
+    from hetfield.train.load import load_trained
 
     path = ctx.run.weights_path(epoch)
     try:

@@ -89,7 +89,8 @@ def compute(
     from hetfield.analysis import latent as L
     from hetfield.analysis import metrics as M
     from hetfield.analysis.context import load_model
-    from hetfield.analysis.volumes import decode_volumes, write_volume
+    from hetfield.analysis.volumes import write_volume
+    from hetfield.model.decode import decode_volumes
 
     run = ctx.run
     saved = run.epochs()

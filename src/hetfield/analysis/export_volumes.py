@@ -153,7 +153,8 @@ def run_volumes(
 ) -> tuple[Path, dict[str, Any]]:
     from hetfield.analysis.context import load_model, open_run, resolve_device, saved_epoch
     from hetfield.analysis.provenance import provenance
-    from hetfield.analysis.volumes import decode_volumes, output_voxel_size, postprocess, write_volume
+    from hetfield.analysis.volumes import postprocess, write_volume
+    from hetfield.model.decode import decode_volumes, output_voxel_size
     from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_json_atomic
     from hetfield.io.plain import to_plain

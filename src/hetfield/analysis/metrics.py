@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hetfield.imaging.lattice import shell_index
+
 
 # -- masks --------------------------------------------------------------------------------------
 def soft_sphere_mask(box: int, radius: float | None = None, edge: float | None = None) -> np.ndarray:
@@ -97,13 +99,6 @@ class FSC:
             }
             for i, (f, c) in enumerate(zip(self.freq, self.fsc))
         ]
-
-
-def shell_index(box: int) -> np.ndarray:
-    """``(D, D, D)`` integer shell (rounded radius in voxels of the centred transform)."""
-    c = np.arange(box) - box // 2
-    z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    return np.rint(np.sqrt(x * x + y * y + z * z)).astype(np.int64)
 
 
 def fsc(a: np.ndarray, b: np.ndarray, pixel_size_A: float = 1.0, mask: np.ndarray | None = None) -> FSC:

@@ -76,8 +76,8 @@ def train(
     from hetfield.cli._common import command_line
     from hetfield.errors import Interrupted
     from hetfield.train.config import resolve_config
-    from hetfield.train.loop import resume_config
     from hetfield.train.loop import train as run_training
+    from hetfield.train.prepare import resume_config
 
     overrides = {k: v for k, v in locals().items() if k in TrainConfig.__dataclass_fields__}
     sources = None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hetfield.data.cache import PER_IMAGE_FLOAT
-from hetfield.imaging.exposure import OPTIMAL_EXPOSURE_FACTOR
+from hetfield.imaging.transfer import dose_cutoff_radius_px
 
 if TYPE_CHECKING:  # annotations only: torch is imported where batches are built
     import torch
@@ -66,15 +66,6 @@ class Batch:
             v = getattr(self, f.name)
             moved[f.name] = v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         return Batch(**moved)
-
-
-def dose_cutoff_radius_px(dose, pixel_size_A, voltage_kV, box: int) -> np.ndarray:
-    """Largest lattice radius (pixels) each image keeps under the dose mask ``dose <= 2.51284 Ne(s)``."""
-    scale = np.clip(0.8 + 0.2 * (np.asarray(voltage_kV, np.float64) - 200.0) / 100.0, 0.8, 1.0)
-    ne_needed = np.asarray(dose, np.float64) / (OPTIMAL_EXPOSURE_FACTOR * scale)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.power(np.maximum(ne_needed - 2.8141, 0.0) / 0.24499, -1.0 / 1.6649)  # 1/Å
-    return np.where(ne_needed > 2.8141, s * box * np.asarray(pixel_size_A, np.float64), np.inf)
 
 
 class ParticleBatches:

@@ -1,5 +1,6 @@
-"""Imaging physics and geometry: lattice and masks, Hartley/Fourier transforms, CTF, exposure (dose
-and tilt weights), rotations, shifts and projections.
+"""Imaging physics and geometry: lattice and masks (and the shell index), Hartley/Fourier transforms,
+CTF, exposure (dose and tilt weights), the transfer function of an image (``transfer``: CTF × exposure,
+the one every caller uses), rotations, shifts, projections and the cas-kernel back-projection.
 
 Conventions (verified on real files in tests/imaging and tests/io; never re-derive them elsewhere):
 

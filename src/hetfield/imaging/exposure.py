@@ -60,9 +60,6 @@ def tilt_weight(stage_tilt_deg):
     Takes degrees, as stored in the particle table (tomoDRGN passed radians to a degrees function,
     making this weight a no-op; tests/imaging pin the value at 60° to 0.5).
     """
-    import math
-
     import torch
 
-    t = torch.as_tensor(stage_tilt_deg)
-    return torch.cos(t * (math.pi / 180))
+    return torch.cos(torch.deg2rad(torch.as_tensor(stage_tilt_deg)))

@@ -1,7 +1,7 @@
 """The odd ``(D+1) x (D+1)`` frequency lattice, its masks, and the pairing of ``k`` with ``-k``.
 
 Hartley values of a real image at ``k`` and ``-k`` together determine its Fourier coefficient, so the
-renderer decodes only one point of every ``(k, -k)`` pair (``half`` below) and derives the partner.
+forward model decodes only one point of every ``(k, -k)`` pair (``half`` below) and derives the partner.
 Every mask used here is point-symmetric, so each kept point keeps its partner.
 """
 
@@ -104,9 +104,11 @@ class HalfPoints:
         return 2 * self.n_half - int(self.is_origin.sum())
 
 
-def radial_index(box: int) -> np.ndarray:
-    """``(n, n)`` integer shell of every 2D lattice point (rounded radius in lattice pixels)."""
-    return np.rint(Lattice(box).radius_px.reshape(box + 1, box + 1)).astype(np.int64)
+def shell_index(box: int) -> np.ndarray:
+    """``(D, D, D)`` integer shell (rounded radius in voxels of the centred transform)."""
+    c = np.arange(box) - box // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    return np.rint(np.sqrt(x * x + y * y + z * z)).astype(np.int64)
 
 
 def volume_frequency_grid(box: int) -> np.ndarray:

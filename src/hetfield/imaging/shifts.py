@@ -27,9 +27,19 @@ def phase(freqs, shift_px):
 
 def translate_hartley(h_k, h_minus_k, freqs, shift_px):
     """Hartley values at ``k`` after translating the image by ``shift_px`` (see module doc)."""
+    return translate_hartley_pair(h_k, h_minus_k, freqs, shift_px)[0]
+
+
+def translate_hartley_pair(h_k, h_minus_k, freqs, shift_px):
+    """Hartley values at ``k`` and at ``-k`` after translating the image by ``shift_px``, from one phase.
+
+    ``freqs (M, 2)`` or ``(..., M, 2)`` cycles/px, ``shift_px (..., 2)``; translating by ``+origin``
+    centres a particle (see :mod:`hetfield.imaging`).
+    """
     xp = _lib(h_k)
     phi = phase(freqs, shift_px)
-    return h_k * xp.cos(phi) + h_minus_k * xp.sin(phi)
+    c, s = xp.cos(phi), xp.sin(phi)
+    return h_k * c + h_minus_k * s, h_minus_k * c - h_k * s
 
 
 def translate_fourier(f, freqs, shift_px):

@@ -44,7 +44,7 @@ def _init_stack(k: int, fan_in: int, fan_out: int, g: torch.Generator, gain: flo
 
     The fields start (nearly) identical on purpose: a mixture whose fields differ at random is
     decided by which one fits first, and that one takes every particle. Training starts them from
-    one consensus and a data-driven partition (see :mod:`hetfield.model.class_init`).
+    one consensus and a data-driven partition (see :mod:`hetfield.train.class_start`).
     """
     bound = gain * math.sqrt(6.0 / fan_in) / 2  # He-uniform-like, halved for residual stacks
     w = ((torch.rand(1, fan_in, fan_out, generator=g) * 2 - 1) * bound).repeat(k, 1, 1)

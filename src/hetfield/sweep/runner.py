@@ -60,27 +60,6 @@ def run_status(run_dir: Path, epochs: int) -> RunStatus:
     return RunStatus(run_dir.name, trained, checked, analysed)
 
 
-def _check_same_settings(run_dir: Path, cfg, force: bool) -> None:
-    """A run directory of the sweep must hold the run the plan describes."""
-    from dataclasses import asdict
-
-    from hetfield.train.loop import RESUMABLE_CHANGES
-    from hetfield.train.rundir import RunDir
-
-    run = RunDir(run_dir)
-    if not run.exists() or force:
-        return
-    stored = run.config().get("train")
-    if not isinstance(stored, dict):
-        raise RunError(f"{run.config_path}: no train settings; the run is damaged: use --force to train it again, or another --out")
-    differ = [k for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES and stored.get(k) != v]
-    if differ:
-        raise ConfigError(
-            f"{run_dir} was trained with other settings ({', '.join(differ)}) than the plan gives; "
-            "use another --out, or --force to train it again"
-        )
-
-
 def run_sweep(
     plan_path: Path,
     data: Path,
@@ -97,6 +76,7 @@ def run_sweep(
     from hetfield.errors import check_output_location
     from hetfield.sweep.plan import read_plan
     from hetfield.sweep.run_config import resolve_run
+    from hetfield.train.prepare import check_same_settings
 
     rows = read_plan(Path(plan_path))
     check_output_location(Path(out), "--out")
@@ -109,7 +89,7 @@ def run_sweep(
             raise ConfigError(f"{err}; fix it in the plan{' or in --config' if base else ''}") from None
     runs_dir = Path(out) / "runs"
     for row, cfg in zip(rows, configs):
-        _check_same_settings(runs_dir / row["run_id"], cfg, force)
+        check_same_settings(runs_dir / row["run_id"], cfg, force)
 
     # torch and the analyses load only once the inputs have passed.
     from hetfield.analysis.analyze import run_analysis

@@ -2,8 +2,8 @@
 
 An image's Hartley values at the decoded points, placed at their 3D frequencies ``q = k @ A``,
 summed with the Hartley kernel ``cas(2π q·r)`` at real-space points ``r``: a low-resolution
-back-projection in the particle's own frame. The encoder reads these (so known poses reach it),
-and the class initialisation clusters them (computed from residuals).
+back-projection in the particle's own frame. The encoder reads these (so known poses reach it), and
+the EM class start fits linear maps on the same grid with the same kernel.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ def grid_radius_px(box: int, n: int) -> float:
     return min(box / 2, box / (2 * spacing))
 
 
+def backprojection_phase(q: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``θ = 2π q·r`` ``(n, m, J)`` for frequencies ``q (n, m, 3)`` cycles/px and points ``grid (J, 3)`` px,
+    in ``q``'s dtype: the phase of the Hartley kernel ``cas θ``."""
+    return 2 * torch.pi * (q @ grid.T.to(q.dtype))
+
+
 def backproject(h_k: torch.Tensor, h_mk: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """``(n, J)``: values ``h_k``/``h_mk`` ``(n, m)`` at ``q (n, m, 3)`` and ``-q``, times ``weight``, at ``grid``."""
     a, b = h_k * weight, h_mk * weight
-    theta = 2 * torch.pi * (q @ grid.T.to(q.dtype))  # (n, m, J)
+    theta = backprojection_phase(q, grid)
     # H(k) cas(θ) + H(-k) cas(-θ) = (H(k) + H(-k)) cos θ + (H(k) - H(-k)) sin θ
     return torch.einsum("nm,nmj->nj", a + b, torch.cos(theta)) + torch.einsum("nm,nmj->nj", a - b, torch.sin(theta))
-
-
-def ctf_weight(batch, ctf: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Multiply by the CTF once (premultiplied data already carry it): aligns the phases of images
-    taken at different defocus before they are summed; masked points get weight 0."""
-    return torch.where(batch.ctf_premultiplied[:, None], torch.ones_like(ctf), ctf) * keep

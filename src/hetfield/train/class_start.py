@@ -31,8 +31,10 @@ import math
 import numpy as np
 import torch
 
-from hetfield.model.backprojection import backprojection_grid, grid_radius_px
-from hetfield.model.renderer import centre_data, image_factors
+from hetfield.data.batching import ParticleBatches
+from hetfield.imaging.backprojection import backprojection_grid, backprojection_phase, grid_radius_px
+from hetfield.imaging.shifts import translate_hartley_pair
+from hetfield.imaging.transfer import transfer_of
 
 GRID_POINTS = 8
 SCORE_STRENGTH = 3.0  # initial prior: softmax gives 0.95 to the EM class when K = 2
@@ -45,8 +47,7 @@ RIDGE = 1e-2  # M-step ridge, relative to the mean diagonal of the data term per
 def _lowres_grid(model, box: int, device) -> tuple[torch.Tensor, int]:
     """The coarse grid ``(J, 3)`` (float64) and how many radius-sorted lattice points it resolves."""
     grid = backprojection_grid(box, GRID_POINTS).to(device=device, dtype=torch.float64)
-    n_low = max(int((model.points.radius_px <= grid_radius_px(box, GRID_POINTS) + 1e-6).sum()), 1)
-    return grid, n_low
+    return grid, model.points.count_within(grid_radius_px(box, GRID_POINTS))
 
 
 def _batch_statistics(model, batch, grid: torch.Tensor, n_low: int, dose_weight: bool, dose_mask: bool):
@@ -54,9 +55,10 @@ def _batch_statistics(model, batch, grid: torch.Tensor, n_low: int, dose_weight:
     pts = model.points
     m = min(batch.extent, n_low)
     rot, origin = model.poses_of(batch)
-    yk, ymk = centre_data(batch.y_k[:, :m], batch.y_mk[:, :m], pts.k[:m], origin)
-    _, factor, keep = image_factors(batch, pts, dose_weight=dose_weight, dose_mask_on=dose_mask, m=m)
-    theta = 2 * torch.pi * (pts.frequencies_3d(rot.double(), m) @ grid.T)  # (n, m, J)
+    yk, ymk = translate_hartley_pair(batch.y_k[:, :m], batch.y_mk[:, :m], pts.k[:m], origin)
+    t = transfer_of(batch, pts.k[:m], dose_weight=dose_weight, dose_mask=dose_mask)
+    factor, keep = t.factor, t.keep
+    theta = backprojection_phase(pts.frequencies_3d(rot.double(), m), grid)  # (n, m, J)
     c, s = torch.cos(theta), torch.sin(theta)
     p_k, p_mk = c + s, c - s  # cas(θ) at k, cas(−θ) at −k
     pw = pts.partner_weight[:m].double()
@@ -167,8 +169,6 @@ def restart_fields_from_consensus(model, optimizer) -> None:
 def lowres_em_labels(model, ds, cfg, device, particles=None, check=None) -> np.ndarray:
     """Labels ``(N,)`` from EM on a subset of ``particles`` (default all; steps 2–3 of the module
     docstring); particles outside ``particles`` get ``-1``."""
-    from hetfield.data.batching import ParticleBatches
-
     k = model.shape.n_classes
     n = ds.n_particles
     particles = np.arange(n) if particles is None else np.sort(np.asarray(particles, dtype=np.int64))

@@ -1,0 +1,69 @@
+"""The forward model: what a batch's images should be, given the fields.
+
+Predicted Hartley value of image ``i`` at lattice point ``k`` for class ``c``::
+
+    pred = factor_i(k) * H_c(k @ A_i, z)       factor = CTF^(1 + premultiplied) · exposure (imaging.transfer)
+
+compared with the data translated by ``+origin`` (which centres the particle), on the circular mask
+intersected with the image's dose mask. :func:`observe` gives the data side of a batch (poses,
+centred values, transfer), :func:`render` the prediction of every class; the objective that compares
+them is :mod:`hetfield.model.loss`.
+
+The pieces a GPU path may run at other precisions are separate functions: the rotated lattice
+(:meth:`LatticePoints.frequencies_3d`), the centring phases
+(:func:`~hetfield.imaging.shifts.translate_hartley_pair`), the fields (their Fourier features
+included) and the transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hetfield.imaging.shifts import translate_hartley_pair
+from hetfield.imaging.transfer import Transfer, transfer_of
+
+
+@dataclass
+class Observation:
+    """A batch's images as the model compares them: ``(n, m)`` arrays over the decoded points."""
+
+    rotation: torch.Tensor  # (n, 3, 3) the poses used (given, or the pose table's)
+    y_k: torch.Tensor  # data at k, centred (translated by +origin)
+    y_mk: torch.Tensor  # data at -k, centred
+    transfer: Transfer
+    mask: torch.Tensor  # transfer.keep in the data's dtype
+
+
+@dataclass
+class Rendering:
+    """Predicted slices ``(n, K, m)`` at ``k`` and ``-k``; the point ``mask (n, m)`` (dose mask) and
+    ``weights (m,)``: how often each decoded point counts at ``-k`` (0 for the origin, its own partner)."""
+
+    prediction_k: torch.Tensor
+    prediction_mk: torch.Tensor
+    mask: torch.Tensor
+    weights: torch.Tensor
+
+
+def observe(model, batch, *, dose_weight: bool, dose_mask: bool) -> Observation:
+    """The data side of ``batch``: poses, centred data and transfer on the batch's ``extent`` points."""
+    m = batch.extent
+    rotation, origin = model.poses_of(batch)
+    k = model.points.k[:m]
+    y_k, y_mk = translate_hartley_pair(batch.y_k, batch.y_mk, k, origin)
+    t = transfer_of(batch, k, dose_weight=dose_weight, dose_mask=dose_mask)
+    return Observation(rotation=rotation, y_k=y_k, y_mk=y_mk, transfer=t, mask=t.keep.to(y_k.dtype))
+
+
+def render(model, obs: Observation, z_img: torch.Tensor | None, n_classes: int | None = None) -> Rendering:
+    """Every class's (or the first ``n_classes``') predicted slices at the observation's poses and
+    per-image latents ``z_img (n, zdim)``."""
+    m = obs.y_k.shape[1]
+    q = model.points.frequencies_3d(obs.rotation, m)
+    f = model.field_values(q, z_img, n_classes)  # (n, K, m, 2) Fourier coefficients
+    h_k = f[..., 0] - f[..., 1]
+    h_mk = f[..., 0] + f[..., 1]
+    factor = obs.transfer.factor[:, None, :]
+    return Rendering(prediction_k=factor * h_k, prediction_mk=factor * h_mk, mask=obs.mask, weights=model.points.partner_weight[:m])

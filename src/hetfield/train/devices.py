@@ -1,0 +1,41 @@
+"""The training device: ``--device`` resolved and checked before anything is written, torch set up."""
+
+from __future__ import annotations
+
+from hetfield.errors import ConfigError
+
+
+def resolve_device(name: str = "auto"):
+    """``auto`` → CUDA when available, else CPU. A CUDA device is tried (one tiny allocation) so
+    that an unusable one is a :class:`ConfigError` before anything is written."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: give auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        try:
+            torch.zeros(1, device=device)
+        except Exception as err:  # an invalid ordinal, a busy or broken GPU: torch raises several types
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ConfigError(
+                f"--device {name}: cannot use it ({reason}); this machine has {torch.cuda.device_count()} CUDA device(s): choose cuda:0… or cpu"
+            ) from None
+    return device
+
+
+def set_up_torch(device, threads: int | None, seed: int) -> None:
+    """Threads, TF32 matrix products on CUDA, and the global seed (the model's initialisation)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(seed)
