@@ -30,7 +30,7 @@ def test_one_dimensional_latent(tiny_runs, tmp_path, report_checker):
     from hetfield.analysis.analyze import run_analysis
     from hetfield.analysis.convergence import run_convergence
 
-    out, s = run_analysis(tiny_runs["zdim1"], out=tmp_path / "a")
+    out, s = run_analysis(tiny_runs["zdim1"], out=tmp_path / "a", k=20)
     g = s["groups"]["all"]
     assert s["embedding"] is None  # nothing to embed in 2D: a histogram instead
     assert (out / "plots" / "all_pc1_histogram.png").is_file()
@@ -78,8 +78,25 @@ def test_sta_ribosome_run(ribosome_run, tmp_path, report_checker):
     out, doc = run_convergence(ribosome_run, out=tmp_path / "c")
     assert doc["recommended_epoch"] == 2 and doc["verdict"] == "too few epochs"
     report_checker(out / "report.html")
-    out, s = run_analysis(ribosome_run, epoch="auto", convergence=tmp_path / "c", out=tmp_path / "a")
+    out, s = run_analysis(ribosome_run, epoch="auto", convergence=tmp_path / "c", out=tmp_path / "a", k=20)
     assert s["epoch"] == 2 and s["n_particles"] == 6
     assert s["groups"]["all"]["kmeans"]["k"] == 6
     assert len(s["files"]["star"]) == 6  # one per cluster, in the user's own (image-series) format
     report_checker(out / "report.html")
+
+
+def test_k_auto_adapts_to_the_particle_count(tiny_runs, tmp_path):
+    """The default --k: one cluster per 5 particles, 2 to 20, recorded as asked and as used."""
+    from hetfield.analysis.analyze import run_analysis
+    from hetfield.analysis.latent import parse_k, resolve_k
+
+    assert [resolve_k("auto", n) for n in (3, 10, 14, 15, 99, 100, 5000)] == [2, 2, 2, 3, 19, 20, 20]
+    assert resolve_k(7, 3) == 7  # a number is taken as given (kmeans caps it)
+    _, s = run_analysis(tiny_runs["zdim1"], out=tmp_path / "a")
+    g = s["groups"]["all"]
+    assert s["k_requested"] == "auto"
+    assert g["kmeans"]["k"] == resolve_k("auto", g["n_particles"]) == g["kmeans"]["k_requested"]
+    assert parse_k("AUTO") == "auto" and parse_k("12") == 12
+    for bad in ("0", "-3", "2.5", "many"):
+        with pytest.raises(Exception, match=r"--k .*give a whole number >= 1, or auto"):
+            parse_k(bad)

@@ -134,7 +134,7 @@ CASES = [
     C("analyze/epoch-not-saved", nothing, f"analyze run --epoch 9 {Q}", ["epoch 9", "saved epochs: 1, 2"]),
     C("analyze/epoch-word", nothing, f"analyze run --epoch soon {Q}", ["--epoch 'soon'", "'auto'"]),
     C("analyze/class-out-of-range", nothing, f"analyze run --class-idx 3 {Q}", ["--class-idx 3", "0..0"]),
-    C("analyze/zero-k", nothing, f"analyze run --k 0 {Q}", ["--k 0"]),
+    C("analyze/zero-k", nothing, f"analyze run --k 0 {Q}", ["--k 0", "whole number >= 1, or auto"]),
     C("analyze/auto-with-garbage-convergence", write("conv.json", "{not json"), f"analyze run --epoch auto --convergence conv.json {Q}", ["conv.json", "hetfield convergence"]),
     C("analyze/auto-recommends-unsaved-epoch", write("conv.json", '{"recommended_epoch": 7}'), f"analyze run --epoch auto --convergence conv.json {Q}", ["conv.json", "epoch 7"]),
     C("analyze/data-missing", nothing, f"analyze run --data nope {Q}", ["nope"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,11 @@ def test_summary_ranks_the_clearly_better_run_first(sweep):
     assert "validation loss" in doc["rule"]
     table = list(csv.DictReader((out / "summary" / "summary.csv").read_text().splitlines()))
     assert [r["run_id"] for r in table] == doc["ranking"] and table[0]["rank"] == "1"
+    # the sweep ends by naming the run to use and where its analysis is
+    last = sweep["log"][-1]
+    good_row = next(r for r in doc["runs"] if r["run_id"] == GOOD)
+    assert last.startswith(f"recommended: {GOOD} (") and f"epoch {good_row['recommended_epoch']}, " in last
+    assert last.endswith("report.html") and (out / "runs" / GOOD).as_posix() in last
 
 
 def test_summary_page_is_self_contained(sweep):
@@ -58,10 +64,25 @@ def test_summary_page_is_self_contained(sweep):
             if tag == "a":
                 self.hrefs.append(a["href"])
 
+    text = page.read_text()
     p = Refs()
-    p.feed(page.read_text())
+    p.feed(text)
     assert p.imgs and all(src.startswith("data:image/png;base64,") for src in p.imgs)
     assert p.hrefs and all((page.parent / h).resolve().is_file() for h in p.hrefs)
+    # every run id links to its analysis report, and the convergence report is linked beside it
+    runs = sweep["root"] / "out" / "runs"
+    for rid in (GOOD, WORSE):
+        targets = {(page.parent / h).resolve() for h in p.hrefs}
+        assert any(t.name == "report.html" and t.parent.parent == (runs / rid).resolve() and t.parent.name.startswith("analysis.") for t in targets), rid
+        assert (runs / rid / "convergence" / "report.html").resolve() in targets, rid
+        assert f">{rid}</a>" in text
+    # the wide table scrolls in its own box; headers are words with units, not keys
+    assert '<div class="scroll"><table>' in text and "overflow-x:auto" in text
+    assert "<th>latent dimensions</th>" in text and "<th>zdim</th>" not in text
+    # the recommended (two-class) run's class volumes are shown and linked
+    assert f"Class volumes of the recommended run ({GOOD}" in text
+    mrcs = [h for h in p.hrefs if h.endswith(".mrc")]
+    assert sorted(Path(h).name for h in mrcs) == ["class_0.mrc", "class_1.mrc"]
 
 
 def test_finished_runs_are_skipped_and_partial_ones_resumed(sweep, tmp_path):

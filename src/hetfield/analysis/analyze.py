@@ -81,7 +81,7 @@ def analyze_epoch(
     out: Path,
     epoch: int,
     classes: list[int],
-    k: int = 20,
+    k: int | str = "auto",
     truth=None,
     use_umap: bool = True,
     device=None,
@@ -118,7 +118,7 @@ def analyze_epoch(
         "class_counts": counts.tolist(),
         "class_occupancy": (counts / max(n, 1)).tolist(),
         "mean_max_class_prob": float(probs.max(1).mean()) if kk > 1 else None,
-        "k_requested": int(k),
+        "k_requested": k if k == "auto" else int(k),
         "groups": {},
         "files": {"volumes": [], "star": [], "plots": [], "latent": []},
     }
@@ -188,7 +188,7 @@ def analyze_epoch(
             gp["embedding"], g["embedding"] = gemb, gname_emb
         elif emb is not None:
             gp["embedding"], g["embedding"] = emb, emb_name
-        km = L.kmeans(zg, k)
+        km = L.kmeans(zg, L.resolve_k(k, int(members.size)))
         g["kmeans"] = {"k": km.k, "k_requested": km.k_requested, "sizes": np.bincount(km.labels, minlength=km.k).tolist(),
                        "centre_particles": members[km.on_data].tolist()}
         gp["kmeans"] = km
@@ -259,7 +259,7 @@ def run_analysis(
     epoch: str | int | None = "last",
     class_idx: str | int | None = "all",
     truth_dir=None,
-    k: int = 20,
+    k: int | str = "auto",
     out=None,
     convergence=None,
     use_umap: bool = True,
@@ -273,14 +273,14 @@ def run_analysis(
     from hetfield.analysis.context import inputs as _inputs
     from hetfield.analysis.context import open_run, resolve_device
     from hetfield.analysis.provenance import provenance
+    from hetfield.analysis.latent import parse_k
     from hetfield.analysis.selection import resolve_classes, resolve_epoch
     from hetfield.analysis.truth import load_truth
     from hetfield.errors import check_output_location
     from hetfield.io.atomic import atomic_directory, write_json_atomic
     from hetfield.io.plain import to_plain
 
-    if k < 1:
-        raise ConfigError(f"--k {k}: give a positive number of k-means clusters")
+    k = parse_k(k)
     if n_traversal < 1:
         raise ConfigError(f"--n-traversal {n_traversal}: give a positive number of volumes")
     ctx = open_run(run_path, data=data)

@@ -94,6 +94,33 @@ class KMeansResult:
     k_requested: int
 
 
+K_AUTO_MAX = 20
+K_AUTO_PARTICLES_PER_CLUSTER = 5
+
+
+def resolve_k(k: int | str, n_particles: int) -> int:
+    """The k-means ``k`` for a group of ``n_particles``: ``"auto"`` is one cluster per
+    :data:`K_AUTO_PARTICLES_PER_CLUSTER` particles, between 2 and :data:`K_AUTO_MAX` (20 clusters of
+    three particles each would be 20 noisy volumes, not a summary of the latent space); an integer
+    is taken as given (:func:`kmeans` caps it by the number of distinct latents)."""
+    if k == "auto":
+        return int(min(K_AUTO_MAX, max(2, n_particles // K_AUTO_PARTICLES_PER_CLUSTER)))
+    return int(k)
+
+
+def parse_k(text: str) -> int | str:
+    """``--k`` on the command line: ``auto`` or a whole number >= 1."""
+    from hetfield.errors import ConfigError
+
+    text = str(text).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise ConfigError(f"--k {text}: not a number of k-means clusters; give a whole number >= 1, or auto (one cluster per "
+                      f"{K_AUTO_PARTICLES_PER_CLUSTER} particles, 2 to {K_AUTO_MAX})")
+
+
 def kmeans(z: np.ndarray, k: int = 20, seed: int = 0) -> KMeansResult:
     """k-means (k capped by the number of distinct latents) with on-data centres.
 

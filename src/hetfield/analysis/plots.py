@@ -37,6 +37,14 @@ def _colours(n: int):
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def _epoch_ticks(ax, xlabel: str) -> None:
+    """Epochs are whole numbers: a short run must not get ticks at 0.5, 1.5, …"""
+    if xlabel == "epoch":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def lines(x, series: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str, logy: bool = False,
           marker: str = "o", hlines: dict[str, float] | None = None, vline: float | None = None, vline_label: str = "") -> bytes:
     fig = _figure()
@@ -51,6 +59,7 @@ def lines(x, series: dict[str, Sequence[float]], title: str, xlabel: str, ylabel
     if logy:
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    _epoch_ticks(ax, xlabel)
     if len(series) > 1 or vline_label:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -72,6 +81,7 @@ def multi_lines(x_series: dict[str, tuple[Sequence[float], Sequence[float]]], ti
     if logy:
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    _epoch_ticks(ax, xlabel)
     if x_series:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -165,6 +175,7 @@ def stacked_occupancy(epochs: Sequence[int], occupancy: np.ndarray, title: str) 
     occ = np.asarray(occupancy, float)
     ax.stackplot(np.asarray(epochs, float), occ.T, labels=[f"class {k}" for k in range(occ.shape[1])], colors=_colours(occ.shape[1]), alpha=0.85)
     ax.set(title=title, xlabel="epoch", ylabel="fraction of particles", ylim=(0, 1))
+    _epoch_ticks(ax, "epoch")
     if occ.shape[1] <= 12:
         ax.legend(fontsize=7, loc="upper right")
     return _png(fig)

@@ -19,6 +19,7 @@ h3{font-size:1.0em;margin:1.1em 0 0.4em}
 .sub{color:#666;font-size:0.9em}
 .verdict{padding:10px 14px;border-radius:6px;margin:10px 0;font-size:1.05em}
 .good{background:#e6f4ea;border:1px solid #9ccfa8}.warn{background:#fff4e0;border:1px solid #f0c36d}.bad{background:#fde8e8;border:1px solid #e89a9a}.info{background:#eef3fb;border:1px solid #a9c1e8}
+.scroll{overflow-x:auto;max-width:100%;margin:6px 0 12px}.scroll table{margin:0}
 table{border-collapse:collapse;margin:6px 0 12px;font-size:0.88em}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f4f4f4}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -90,8 +91,11 @@ class Report:
     def kv(self, rows: dict[str, Any]) -> None:
         self.table([{"field": k, "value": v} for k, v in rows.items()], ["field", "value"], header=False)
 
-    def table(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, header: bool = True) -> None:
-        self._parts.append(("table", (list(rows), list(columns) if columns else None, header)))
+    def table(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, header: bool = True,
+              labels: dict[str, str] | None = None) -> None:
+        """A table of ``rows`` (dicts) in ``columns`` order; ``labels`` names the headers (default: the keys).
+        Wide tables scroll sideways in their own box instead of widening the page."""
+        self._parts.append(("table", (list(rows), list(columns) if columns else None, header, dict(labels or {}))))
 
     def link(self, href: str, text: str | None = None) -> None:
         self._parts.append(("link", Link(href, text)))
@@ -134,21 +138,21 @@ class Report:
             elif kind == "link":
                 out.append(f"<p>{self._link_html(item, base)}</p>")
             elif kind == "table":
-                rows, columns, header = item
+                rows, columns, header, labels = item
                 if not rows:
                     out.append("<p><i>(none)</i></p>")
                     continue
                 columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-                t = ["<table>"]
+                t = ['<div class="scroll"><table>']
                 if header:
-                    t.append("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in columns) + "</tr>")
+                    t.append("<tr>" + "".join(f"<th>{html.escape(str(labels.get(c, c)))}</th>" for c in columns) + "</tr>")
                 for r in rows:
                     cells = []
                     for c in columns:
                         cell = self._cell(r.get(c), base)
                         cells.append(cell if cell.startswith("<td") else f"<td>{cell}</td>")
                     t.append("<tr>" + "".join(cells) + "</tr>")
-                t.append("</table>")
+                t.append("</table></div>")
                 out.append("".join(t))
         out.append('<p class="sub">Written by hetfield. This page is self-contained: figures are embedded; links point to files beside it.</p>')
         out.append("</body></html>")

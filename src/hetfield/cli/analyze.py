@@ -44,7 +44,7 @@ def analyze(
     epoch: str = typer.Option("last", "--epoch", help="Epoch to analyse: a number, 'last', or 'auto' (the epoch recommended by `hetfield convergence`)."),
     class_idx: str = typer.Option("all", "--class-idx", help="Class to analyse (0-based) or 'all' (every class in one call)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground truth: a `hetfield simulate` folder (or its truth/), or a folder of true maps."),
-    k: int = typer.Option(20, "--k", help="k-means clusters per class (capped by the number of particles)."),
+    k: str = typer.Option("auto", "--k", help="k-means clusters per class: a number (capped by the particle count) or auto (one per 5 particles, 2 to 20)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory. [default: RUN/analysis.EPOCH]"),
     convergence: Optional[Path] = typer.Option(None, "--convergence", help="convergence.json (or its folder) for --epoch auto. [default: RUN/convergence]"),
     n_traversal: int = typer.Option(10, "--n-traversal", help="Volumes along PC1 and PC2 (percentiles 5–95)."),
@@ -55,7 +55,9 @@ def analyze(
 ) -> None:
     """Analyse one epoch: class occupancy and volumes, PCA/UMAP, k-means volumes, traversals, STAR exports, report.html."""
     from hetfield.analysis.analyze import run_analysis
+    from hetfield.analysis.latent import parse_k
 
+    k = parse_k(k)
     with PhasedProgress(enabled=not quiet) as progress:
         out_dir, s = run_analysis(run, epoch=epoch, class_idx=class_idx, truth_dir=truth, k=k, out=out, convergence=convergence,
                                   use_umap=umap, device=device, data=data, n_traversal=n_traversal, progress=progress)

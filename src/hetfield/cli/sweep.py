@@ -51,14 +51,16 @@ def run(
     out: Path = typer.Option(..., "--out", "-o", help="Sweep directory: runs/<run_id>/ and summary/."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of training options shared by every run (plan columns override it)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Simulator truth/ directory: add ground-truth metrics to analyses and the summary."),
-    k: int = typer.Option(20, "--k", help="k-means clusters in each analysis (capped by the particle count)."),
+    k: str = typer.Option("auto", "--k", help="k-means clusters per class: a number (capped by the particle count) or auto (one per 5 particles, 2 to 20)."),
     umap: bool = typer.Option(True, "--umap/--no-umap", help="Compute UMAP embeddings in convergence and analysis."),
     force: bool = typer.Option(False, "--force", help="Redo every run from scratch, even finished ones."),
 ) -> None:
     """Train, check convergence and analyse every run of the plan here, then summarise (resumable)."""
+    from hetfield.analysis.latent import parse_k
     from hetfield.sweep.runner import run_sweep
     from hetfield.train.config import load_config_file
 
+    k = parse_k(k)
     base = load_config_file(config) if config else None
     run_sweep(plan_file, data, out, base=base, truth=truth, force=force, echo=lambda m: typer.echo(m, err=True), use_umap=umap, analysis_k=k)
 

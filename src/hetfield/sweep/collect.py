@@ -276,6 +276,7 @@ def build_rows(records: dict[str, dict[str, Any]], truth: Path | None = None) ->
             row["truth_score"] = sum(parts) / len(parts) if parts else None
         row["run_dir"] = str(r["run"])
         row["report"] = str(Path(analysis["_dir"]) / "report.html") if analysis else None
+        row["convergence_report"] = str(Path(conv["_dir"]) / "report.html") if conv.get("_dir") else None
         row["problems"] = list(r["problems"]) + list(r["excluded"])
         row["excluded"] = bool(r["excluded"])
         rows.append(row)

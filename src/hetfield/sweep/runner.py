@@ -69,7 +69,7 @@ def run_sweep(
     force: bool = False,
     echo: Callable[[str], None] = print,
     use_umap: bool = True,
-    analysis_k: int = 20,
+    analysis_k: int | str = "auto",
 ) -> dict[str, Any]:
     """Execute every run of the plan; returns ``{"runs": [...], "failed": [...], "summary": path}``."""
     from hetfield.data.dataset import Dataset
@@ -128,8 +128,21 @@ def run_sweep(
             echo(f"{tag}: FAILED: {err}")
     summary_dir = None
     if done:
-        summary_dir, _ = summarize([runs_dir], Path(out) / "summary", truth=truth)
+        summary_dir, doc = summarize([runs_dir], Path(out) / "summary", truth=truth)
         echo(f"summary: {summary_dir / 'summary.html'}")
+        echo(_recommendation_line(doc))
     if failed:
         raise RunError(f"{len(failed)} of {len(rows)} runs failed ({'; '.join(f'{r}: {e}' for r, e in failed)}); fix and rerun: finished runs are skipped")
     return {"runs": done, "failed": failed, "summary": summary_dir}
+
+
+def _recommendation_line(doc: dict[str, Any]) -> str:
+    """The sweep's answer in one line: which run to use, at which epoch, and where its analysis is."""
+    rid = doc.get("recommended")
+    if not rid:
+        return "recommended: none (" + "; ".join(doc.get("notes") or ["no run could be ranked"]) + ")"
+    row = next(r for r in doc["runs"] if r["run_id"] == rid)
+    beta = "–" if row.get("beta") is None else f"{row['beta']:g}"
+    where = f": {row['report']}" if row.get("report") else ""
+    return (f"recommended: {rid} (beta {beta}, zdim {row.get('zdim')}, {row.get('n_classes')} class(es), "
+            f"epoch {row.get('recommended_epoch')}, {row.get('verdict')}){where}")

@@ -80,6 +80,21 @@ COLUMNS = [
 ]
 
 
+# Column headers of the summary page, in words with units (summary.csv keeps the keys, for scripts).
+LABELS = {
+    "rank": "rank", "run_id": "run", "beta": "β (KL weight)", "zdim": "latent dimensions", "n_classes": "classes",
+    "epochs": "epochs trained", "verdict": "convergence", "recommended_epoch": "recommended epoch",
+    "val_loss_at_recommended": "validation data loss at the recommended epoch (held-out particles)",
+    "data_loss_at_recommended": "training data loss at the recommended epoch",
+    "final_val_loss": "validation data loss, last epoch", "final_loss": "training loss, last epoch",
+    "class_occupancy": "class fractions (of particles)", "min_class_fraction": "smallest class fraction",
+    "mean_max_class_prob": "mean class confidence (max posterior)", "latent_silhouette": "latent silhouette (k-means, −1…1)",
+    "class_ari": "class ARI vs truth", "kmeans_ari": "k-means ARI vs truth", "spearman_pc1_t": "|Spearman(PC1, t)| vs truth",
+    "min_fsc_half_nyquist": "worst FSC to truth at half Nyquist", "min_cc_truth": "worst map correlation to truth",
+    "truth_score": "ground-truth score (0…1)", "reports": "reports",
+}
+
+
 def _csv(rows: list[dict[str, Any]], ranking: list[str]) -> str:
     buf = io.StringIO()
     cols = ["rank"] + [c for c in COLUMNS if any(r.get(c) is not None for r in rows)] + ["run_dir"]
@@ -143,12 +158,15 @@ def _report(rows, rec, tmp: Path, final: Path) -> None:
 
     report.section("Runs, best first")
     pos = {rid: i + 1 for i, rid in enumerate(rec["ranking"])}
-    cols = ["rank"] + [c for c in COLUMNS if any(r.get(c) is not None for r in rows)] + ["analysis"]
+    cols = ["rank"] + [c for c in COLUMNS if any(r.get(c) is not None for r in rows)] + ["reports"]
     table = []
     for r in sorted(rows, key=lambda r: pos.get(r["run_id"], 10**9)):
-        rel = os.path.relpath(r["report"], final) if r.get("report") else None
-        table.append({**r, "rank": pos.get(r["run_id"]), "analysis": Link(rel, "report") if rel else None})
-    report.table(table, cols)
+        links = _report_links(r, final)
+        run = Link(links[0].href, r["run_id"]) if links else r["run_id"]
+        table.append({**r, "rank": pos.get(r["run_id"]), "run_id": run, "reports": links or None})
+    report.table(table, cols, labels=LABELS)
+    if rec.get("recommended"):
+        _class_volumes(report, by_id[rec["recommended"]], final)
 
     report.section("Across the grid")
     key = rec.get("ranked_by") or "data_loss_at_recommended"
@@ -177,3 +195,33 @@ def _report(rows, rec, tmp: Path, final: Path) -> None:
         report.table([{"run": r["run_id"], "ranked": "no" if r["excluded"] else "yes", "problem": "; ".join(r["problems"])} for r in damaged],
                      ["run", "ranked", "problem"])
     report.write(tmp / "summary.html")
+
+
+def _report_links(row: dict[str, Any], final: Path) -> list:
+    """Links from the summary page (written at ``final``) to the run's analysis and convergence pages."""
+    from hetfield.analysis.report import Link
+
+    out = []
+    for key, text in (("report", "analysis"), ("convergence_report", "convergence")):
+        if row.get(key):
+            out.append(Link(os.path.relpath(row[key], final), text))
+    return out
+
+
+def _class_volumes(report, row: dict[str, Any], final: Path) -> None:
+    """The recommended run's class volumes (``analysis.N/volumes/class_*.mrc``) as projections, with links."""
+    from hetfield.analysis import plots as P
+    from hetfield.analysis.report import Link
+    from hetfield.io.mrc import read_volume
+
+    if not row.get("report"):
+        return
+    vol_dir = Path(row["report"]).parent / "volumes"
+    files = sorted(vol_dir.glob("class_*.mrc"), key=lambda f: int(f.stem.split("_")[-1]) if f.stem.split("_")[-1].isdigit() else 0)
+    if not files:
+        return
+    report.section(f"Class volumes of the recommended run ({row['run_id']}, epoch {row.get('analysed_epoch')})")
+    vols = [read_volume(f)[0] for f in files]
+    report.image(P.volume_gallery(vols, [f.stem.replace("_", " ") for f in files], "projections along z, y, x", views="zyx"),
+                 "Each class's map (decoded, where the run has a latent, at the particle nearest the class's mean latent), projected along z, y and x.")
+    report.table([{"volume": Link(os.path.relpath(f, final), f.name)} for f in files], ["volume"])
