@@ -83,15 +83,16 @@ workflow {
             row
         }
 
-    // 4. One chain per run: dataset × plan row ─────────── [ meta, dataset dir, plan.csv ] per run
+    // 4. One chain per run: dataset × plan row ─── [ meta, dataset dir, metadata dir, plan.csv ] per run
     //    meta.id names the run's task outputs and its published folder: the plan's run_id, or
     //    `<dataset>.<run_id>` with several inputs so that runs of different datasets never collide.
     ch_runs = SETUP.out.dataset
+        .join(SETUP.out.metadata)
         .combine(ch_grid)
         .combine(ch_plan)
-        .map { dataset_meta, dataset, row, plan ->
+        .map { dataset_meta, dataset, metadata, row, plan ->
             def id = dataset_meta.several ? "${dataset_meta.id}.${row.run_id}".toString() : row.run_id
-            [[id: id] + row + [dataset: dataset_meta.id], dataset, plan]
+            [[id: id] + row + [dataset: dataset_meta.id], dataset, metadata, plan]
         }
     SWEEP_RUN(ch_runs)
     ch_results = SWEEP_RUN.out.results

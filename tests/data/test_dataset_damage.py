@@ -154,3 +154,24 @@ def test_every_command_that_opens_it_answers_in_one_line(good, tmp_path):
 
 def test_the_corpus_is_large():
     assert len(CASES) >= 30
+
+
+def test_metadata_alone_opens_for_analyses_but_not_for_training(good, tmp_path):
+    """Without images.npy a dataset opens with images=False (what analyses and the pipeline's ANALYZE
+    use), with the same names and table; opening it for images names the missing file."""
+    from hetfield.data.cache import METADATA_PATHS, SOURCE_DIR
+
+    meta_dir = tmp_path / "metadata"
+    meta_dir.mkdir()
+    for name in METADATA_PATHS:
+        (shutil.copytree if name == SOURCE_DIR else shutil.copy)(good / name, meta_dir / name)
+    full, light = Dataset.open(good), Dataset.open(meta_dir, images=False)
+    assert light.images is None and full.images is not None
+    assert light.particle_names == full.particle_names and light.fingerprint == full.fingerprint
+    assert light.table["source_row"].tolist() == full.table["source_row"].tolist()
+    assert all(f.is_file() for f in light.source_info.files.values())  # what STAR exports are written from
+    with pytest.raises(DatasetError, match=r"incomplete dataset \(missing images\.npy\)"):
+        Dataset.open(meta_dir)
+    (meta_dir / "arrays.npz").unlink()
+    with pytest.raises(DatasetError, match=r"missing arrays\.npz"):
+        Dataset.open(meta_dir, images=False)

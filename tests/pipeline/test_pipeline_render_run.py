@@ -79,9 +79,18 @@ def test_simulate(chain, modules, cli_env):
 
 
 def test_setup(chain, modules, cli_env):
+    from hetfield.data.cache import METADATA_PATHS
+
     sim = chain["results"].get("simulate")
     inputs = [[{"id": "sim"}, sim.output("particles")[0], sim.output("particles")[1]]] if sim else []
-    run_step(chain, modules, cli_env, "setup", "setup", inputs, needs=["simulate"])
+    result = run_step(chain, modules, cli_env, "setup", "setup", inputs, needs=["simulate"])
+    # the metadata ANALYZE gets is the dataset less its image cache, file for file
+    dataset, metadata = result.output("dataset")[0], result.output("metadata")[0]
+    assert sorted(f.name for f in metadata.iterdir()) == sorted(METADATA_PATHS)
+    files = sorted(f.relative_to(dataset) for f in dataset.rglob("*") if f.is_file() and f.name != "images.npy")
+    assert sorted(f.relative_to(metadata) for f in metadata.rglob("*") if f.is_file()) == files
+    for rel in files:
+        assert (metadata / rel).read_bytes() == (dataset / rel).read_bytes(), rel
 
 
 def test_plan(chain, modules, cli_env):
@@ -178,12 +187,15 @@ def test_convergence(chain, modules, cli_env):
 
 def test_analyze(chain, modules, cli_env):
     train, conv, setup = (chain["results"].get(k) for k in ("train", "convergence", "setup"))
-    inputs = [[_meta(chain), train.output("run")[0], conv.output("convergence")[0], setup.output("dataset")[0]]] if train and conv and setup else []
+    inputs = [[_meta(chain), train.output("run")[0], conv.output("convergence")[0], setup.output("metadata")[0]]] if train and conv and setup else []
     result = run_step(chain, modules, cli_env, "analyze", "analyze", inputs, needs=["train", "convergence", "setup"], ext={"args": NO_UMAP})
     staged = train.output("run")[0]
     assert not (staged / "convergence").exists() and not list(staged.glob("analysis*")), "nothing written into the staged run"
     out = result.output("analysis")[0]
-    assert list(out.rglob("*.star")), "STAR exports of classes/clusters written from the staged dataset"
+    assert list(out.rglob("*.star")), "STAR exports of classes/clusters written from the staged dataset metadata"
+    assert not (setup.output("metadata")[0] / "images.npy").exists(), "ANALYZE was staged without the image cache"
+    summary = json.loads((out / "summary.json").read_text())
+    assert not any("dataset not available" in note for note in summary.get("notes", [])), summary.get("notes")
     assert json.loads((out / "summary.json").read_text())["run_id"] == _meta(chain)["id"]
 
 

@@ -44,6 +44,10 @@ def test_summary_ranks_the_clearly_better_run_first(sweep):
     assert "validation loss" in doc["rule"]
     table = list(csv.DictReader((out / "summary" / "summary.csv").read_text().splitlines()))
     assert [r["run_id"] for r in table] == doc["ranking"] and table[0]["rank"] == "1"
+    # each run's training shows its progress, one line per epoch, tagged with the run
+    for rid in (GOOD, WORSE):
+        epochs = [line for line in sweep["log"] if line.startswith(f"[") and f"] {rid}: epoch " in line]
+        assert len(epochs) == BASE["epochs"], (rid, sweep["log"])
     # the sweep ends by naming the run to use and where its analysis is
     last = sweep["log"][-1]
     good_row = next(r for r in doc["runs"] if r["run_id"] == GOOD)

@@ -1,12 +1,13 @@
 /*
  * ANALYZE: latent analysis, volumes and report at the epoch CONVERGENCE recommends.
  *
- *   in : [ meta, run dir, convergence dir, dataset dir ]
+ *   in : [ meta, run dir, convergence dir, dataset metadata dir (SETUP's `metadata`: no image cache) ]
  *   out: [ meta, analysis dir ]   (summary.json, PNGs, volumes/*.mrc, STAR exports, report.html)
  *
- * `--epoch auto --convergence DIR` takes the epoch that CONVERGENCE recommends; the dataset is
- * staged (`--data`) because the path recorded in the run is the TRAIN task's, which this task may
- * not see (cloud executors): it holds the particle table the STAR exports are written from.
+ * `--epoch auto --convergence DIR` takes the epoch that CONVERGENCE recommends; the dataset's
+ * metadata is staged (`--data`) because the path recorded in the run is the TRAIN task's, which this
+ * task may not see (cloud executors): it holds the particle table the STAR exports are written from.
+ * The image cache is not staged: an analysis reads no image.
  * Nothing is written into the staged run directory.
  */
 process ANALYZE {

@@ -156,7 +156,7 @@ def open_run(path: str | Path, data: str | Path | None = None, need_dataset: boo
         try:
             from hetfield.data.dataset import Dataset
 
-            ds = Dataset.open(ds_path)
+            ds = Dataset.open(ds_path, images=False)  # analyses read metadata only: no image cache needed
             if ds_cfg.get("fingerprint") and ds.fingerprint != ds_cfg["fingerprint"]:
                 msg = f"{ds_path}: not the dataset this run was trained on (fingerprint differs)"
                 if data is not None:

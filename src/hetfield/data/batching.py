@@ -1,7 +1,7 @@
 """Batches of whole particles (all their images), read from the memory-mapped cache.
 
 A batch holds ``P`` particles and the ``n`` images that belong to them, flat (``image_particle`` and
-``slot`` say whose and where): the renderer works on flat images, the encoder on the ``(P, T)``
+``slot`` say whose and where): the forward model works on flat images, the encoder on the ``(P, T)``
 padded layout built from ``slot``. Construction is vectorised (no loop over particles or tilts) and a
 background thread reads the next batch while the current one trains.
 """

@@ -21,6 +21,13 @@ from hetfield.errors import ConfigError
 CACHE_FORMAT = 3  # 3: particles.star round-trips (io.star.write_star); flags, reader and detection recorded
 
 REQUIRED_FILES = ("dataset.yaml", "images.npy", "arrays.npz", "particles.star")
+# What the analyses read (names, poses, CTF, the particle table, and the copies of the user's files
+# in source/ that STAR exports are written from): everything but the image cache. A directory of only
+# these opens with ``Dataset.open(path, images=False)``; the pipeline stages it into ANALYZE instead
+# of the whole cache (modules/local/setup copies METADATA_PATHS).
+METADATA_FILES = tuple(f for f in REQUIRED_FILES if f != "images.npy")
+SOURCE_DIR = "source"
+METADATA_PATHS = METADATA_FILES + (SOURCE_DIR,)
 
 # arrays.npz: per-image values, one per image (n,), besides particle, particle_offsets, rotation, origin_px
 PER_IMAGE_FLOAT = (

@@ -17,6 +17,7 @@ from typing import Any
 from hetfield.data.cache import (
     CACHE_FORMAT,
     META_SCHEMA,
+    METADATA_FILES,
     REQUIRED_FILES,
     SOURCE_SCHEMA,
     PreprocessSettings,
@@ -133,6 +134,22 @@ def validate_arrays(arrays: dict[str, Any], n: int, n_particles: int, path: Path
         raise DatasetError(f"{where}: a pixel size is not positive; the dataset is damaged: {redo}")
 
 
+def _open_images(path: Path, n: int, d: int, redo: str):
+    """``images.npy`` memory-mapped, its header checked against dataset.yaml."""
+    import numpy as np
+
+    try:
+        images = np.load(path / "images.npy", mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DatasetError(f"{path / 'images.npy'}: damaged ({err}); {redo}") from None
+    if not isinstance(images, np.ndarray) or images.shape != (n, d, d) or images.dtype != np.float32:
+        raise DatasetError(
+            f"{path / 'images.npy'}: {getattr(images, 'dtype', '?')} {getattr(images, 'shape', '?')} does not "
+            f"match dataset.yaml (float32 ({n}, {d}, {d})); {redo}"
+        )
+    return images
+
+
 class Dataset:
     """Read-only view of ``DATASET/``: memory-mapped images plus per-image arrays.
 
@@ -147,7 +164,9 @@ class Dataset:
         self.arrays = arrays
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Dataset":
+    def open(cls, path: str | os.PathLike, images: bool = True) -> "Dataset":
+        """Open and validate ``path``. ``images=False`` opens the metadata alone (``METADATA_FILES``:
+        enough for analyses and STAR exports); :attr:`images` is then ``None``."""
         import zipfile
         import zlib
 
@@ -157,7 +176,7 @@ class Dataset:
         path = Path(path)
         if not path.is_dir():
             raise DatasetError(f"{path}: no prepared dataset here; run `hetfield setup {path} --particles …` first")
-        missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+        missing = [f for f in (REQUIRED_FILES if images else METADATA_FILES) if not (path / f).is_file()]
         if missing:
             raise DatasetError(f"{path}: incomplete dataset (missing {', '.join(missing)}); {_redo(path)}")
         try:
@@ -171,22 +190,14 @@ class Dataset:
         meta = validate_meta(meta, path)
         redo = _redo(path, meta)
         n, d, n_part = meta["n_images"], meta["lattice"], meta["n_particles"]
-        try:
-            images = np.load(path / "images.npy", mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            raise DatasetError(f"{path / 'images.npy'}: damaged ({err}); {redo}") from None
-        if not isinstance(images, np.ndarray) or images.shape != (n, d, d) or images.dtype != np.float32:
-            raise DatasetError(
-                f"{path / 'images.npy'}: {getattr(images, 'dtype', '?')} {getattr(images, 'shape', '?')} does not "
-                f"match dataset.yaml (float32 ({n}, {d}, {d})); {redo}"
-            )
+        stack = _open_images(path, n, d, redo) if images else None
         try:
             with np.load(path / "arrays.npz", allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
             raise DatasetError(f"{path / 'arrays.npz'}: damaged or truncated ({err}); {redo}") from None
         validate_arrays(arrays, n, n_part, path, redo)
-        return cls(path, meta, images, arrays)
+        return cls(path, meta, stack, arrays)
 
     # -- geometry -----------------------------------------------------------------------------
     @property

@@ -265,7 +265,7 @@ def build_rows(records: dict[str, dict[str, Any]], truth: Path | None = None) ->
                 try:
                     from hetfield.data.dataset import Dataset
 
-                    names_cache[ds_path] = Dataset.open(ds_path).particle_names
+                    names_cache[ds_path] = Dataset.open(ds_path, images=False).particle_names
                 except Exception:
                     names_cache[ds_path] = None
             tm = _truth_from_latent(r["run"], row["analysed_epoch"] or epoch_for, Path(truth), names_cache[ds_path])

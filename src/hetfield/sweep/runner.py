@@ -113,7 +113,9 @@ def run_sweep(
 
                 resumable = not force and RunDir(run_dir).exists() and (RunDir(run_dir).epochs() or RunDir(run_dir).resume_path.exists())
                 echo(f"{tag}: training ({'resuming' if resumable else f'{cfg.epochs} epochs'})")
-                train(run_dir, data, cfg, load="latest" if resumable else None, force=force)
+                # the run's own log lines (one per epoch, with loss and speed), tagged with the run
+                train(run_dir, data, cfg, load="latest" if resumable else None, force=force,
+                      echo=lambda message, tag=tag: echo(f"{tag}: {message}"))
             if force or not run_status(run_dir, cfg.epochs).converged_checked:
                 echo(f"{tag}: convergence")
                 run_convergence(run_dir, truth_dir=truth, use_umap=use_umap)

@@ -2,7 +2,7 @@
  * SWEEP_RUN: the chain of one run, TRAIN → CONVERGENCE → ANALYZE (at the recommended epoch), for
  * every run it is given: what `hetfield sweep run` does for each plan row on one machine.
  *
- *   take: [ meta (id, run_id, plan columns, dataset), dataset dir, plan.csv ]   one per run
+ *   take: [ meta (id, run_id, plan columns, dataset), dataset dir, dataset metadata dir, plan.csv ]   one per run
  *   emit: results  [ meta, run dir, convergence dir, analysis dir, batch size used ]
  *         versions versions.yml of every task
  */
@@ -16,13 +16,14 @@ workflow SWEEP_RUN {
     ch_runs
 
     main:
-    TRAIN(ch_runs)
+    TRAIN(ch_runs.map { meta, dataset, metadata, plan -> [meta, dataset, plan] })
     CONVERGENCE(TRAIN.out.run)
 
-    // The dataset is staged into ANALYZE (not read from the path the run records, which is the
-    // TRAIN task's): it holds the particle table the STAR exports are written from.
-    ch_datasets = ch_runs.map { meta, dataset, plan -> [meta, dataset] }
-    ANALYZE(TRAIN.out.run.join(CONVERGENCE.out.convergence).join(ch_datasets))
+    // The dataset's metadata is staged into ANALYZE (not read from the path the run records, which
+    // is the TRAIN task's): it holds the particle table the STAR exports are written from. The
+    // image cache stays behind: an analysis reads no image.
+    ch_metadata = ch_runs.map { meta, dataset, metadata, plan -> [meta, metadata] }
+    ANALYZE(TRAIN.out.run.join(CONVERGENCE.out.convergence).join(ch_metadata))
 
     ch_results = TRAIN.out.run
         .join(CONVERGENCE.out.convergence)
