@@ -182,17 +182,7 @@ def open_run(path: str | Path, data: str | Path | None = None, need_dataset: boo
 
 def saved_epoch(ctx: RunContext, epoch, option: str = "--epoch") -> int:
     """``last``/``latest``/None or a saved epoch number → that epoch (RunError saying which exist)."""
-    saved = ctx.run.epochs()
-    if epoch is None or str(epoch).lower() in ("last", "latest"):
-        return saved[-1]
-    try:
-        e = int(epoch)
-    except (TypeError, ValueError):
-        raise RunError(f"{option} {epoch!r}: give a saved epoch number ({', '.join(map(str, saved))}) or 'last'") from None
-    if e not in saved:
-        raise RunError(f"{option} {e}: not saved in {ctx.run.path} (saved epochs: {', '.join(map(str, saved))}); "
-                       "give one of them or 'last'")
-    return e
+    return ctx.run.resolve_epoch(epoch, option)
 
 
 def inputs(ctx: RunContext) -> tuple:

@@ -60,27 +60,15 @@ def write_outputs(ctx, result: dict[str, Any], out: Path, truth=None) -> dict[st
                 "Fraction of particles whose class changed since the previous saved epoch.")
     vr = result["volumes"]
     reps = result["representatives"]
-    cc_series = {}
-    for r in reps:
-        pts = [(v["epoch"], v["cc_previous"]) for v in vr if v["representative"] == r["name"] and "cc_previous" in v]
-        if pts:
-            cc_series[r["name"]] = ([a for a, _ in pts], [b for _, b in pts])
+    cc_series = _per_representative(vr, reps, "cc_previous")
     if cc_series:
         fig("volume_cc", P.multi_lines(cc_series, "volume correlation with the previous analysed epoch", "epoch", "masked correlation",
                                        hlines={"threshold": THRESHOLDS["volume_cc"]}, vline=rec),
             "Masked correlation of each representative's volume with its volume at the previous analysed epoch.")
-        fsc_series = {}
-        for r in reps:
-            pts = [(v["epoch"], v["fsc05_previous_A"]) for v in vr if v["representative"] == r["name"] and "fsc05_previous_A" in v]
-            if pts:
-                fsc_series[r["name"]] = ([a for a, _ in pts], [b for _, b in pts])
+        fsc_series = _per_representative(vr, reps, "fsc05_previous_A")
         fig("volume_fsc", P.multi_lines(fsc_series, "FSC = 0.5 with the previous analysed epoch", "epoch", "resolution (Å)", vline=rec),
             "Resolution at which each representative's volume stops agreeing (FSC 0.5) with the previous analysed epoch; lower = more stable detail.")
-    truth_series = {}
-    for r in reps:
-        pts = [(v["epoch"], v["truth_cc"]) for v in vr if v["representative"] == r["name"] and "truth_cc" in v]
-        if pts:
-            truth_series[r["name"]] = ([a for a, _ in pts], [b for _, b in pts])
+    truth_series = _per_representative(vr, reps, "truth_cc")
     if truth_series:
         fig("truth_cc", P.multi_lines(truth_series, "correlation with the nearest true map", "epoch", "masked correlation", vline=rec),
             "Masked correlation of each representative volume with the nearest true map.")
@@ -168,3 +156,13 @@ def write_outputs(ctx, result: dict[str, Any], out: Path, truth=None) -> dict[st
     rep.link("convergence.json", "convergence.json (all numbers)")
     rep.write(out / "report.html")
     return doc
+
+
+def _per_representative(volume_rows, reps, key: str) -> dict[str, tuple[list, list]]:
+    """``{representative: (epochs, values)}`` of one per-volume measure, for the representatives that have it."""
+    series = {}
+    for r in reps:
+        pts = [(v["epoch"], v[key]) for v in volume_rows if v["representative"] == r["name"] and key in v]
+        if pts:
+            series[r["name"]] = ([a for a, _ in pts], [b for _, b in pts])
+    return series

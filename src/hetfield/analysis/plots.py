@@ -47,32 +47,23 @@ def _epoch_ticks(ax, xlabel: str) -> None:
 
 def lines(x, series: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str, logy: bool = False,
           marker: str = "o", hlines: dict[str, float] | None = None, vline: float | None = None, vline_label: str = "") -> bytes:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for name, ys in series.items():
-        ax.plot(np.asarray(x, float)[: len(ys)], np.asarray(ys, float), marker=marker, ms=3, label=name)
-    for name, y in (hlines or {}).items():
-        ax.axhline(y, ls="--", lw=0.8, color="grey")
-        ax.text(ax.get_xlim()[0], y, f" {name}", va="bottom", fontsize=7, color="grey")
-    if vline is not None:
-        ax.axvline(vline, ls=":", lw=1.2, color="crimson", label=vline_label or None)
-    if logy:
-        ax.set_yscale("log")
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    _epoch_ticks(ax, xlabel)
-    if len(series) > 1 or vline_label:
-        ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return _png(fig)
+    """Series sharing one x axis (a series shorter than ``x`` takes its first values)."""
+    xs = np.asarray(x, float)
+    return _line_plot({name: (xs[: len(ys)], ys) for name, ys in series.items()}, title, xlabel, ylabel, logy, marker,
+                      hlines, vline, vline_label, legend=len(series) > 1 or bool(vline_label))
 
 
 def multi_lines(x_series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str, ylabel: str,
                 logy: bool = False, vline: float | None = None, vline_label: str = "", hlines: dict[str, float] | None = None) -> bytes:
     """Like :func:`lines` but each series has its own x values."""
+    return _line_plot(x_series, title, xlabel, ylabel, logy, "o", hlines, vline, vline_label, legend=bool(x_series))
+
+
+def _line_plot(x_series, title, xlabel, ylabel, logy, marker, hlines, vline, vline_label, legend: bool) -> bytes:
     fig = _figure()
     ax = fig.add_subplot()
     for name, (xs, ys) in x_series.items():
-        ax.plot(np.asarray(xs, float), np.asarray(ys, float), marker="o", ms=3, label=name)
+        ax.plot(np.asarray(xs, float), np.asarray(ys, float), marker=marker, ms=3, label=name)
     for name, y in (hlines or {}).items():
         ax.axhline(y, ls="--", lw=0.8, color="grey")
         ax.text(0.01, y, f" {name}", va="bottom", fontsize=7, color="grey", transform=ax.get_yaxis_transform())
@@ -82,7 +73,7 @@ def multi_lines(x_series: dict[str, tuple[Sequence[float], Sequence[float]]], ti
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     _epoch_ticks(ax, xlabel)
-    if x_series:
+    if legend:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _png(fig)

@@ -17,77 +17,71 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch")
 
 
-def _fftn_center(x, ndim: int):
+def _centred(x, ndim: int, inverse: bool = False):
+    """Centred (inverse) FFT over the last ``ndim`` axes, for numpy arrays and torch tensors alike."""
     axes = tuple(range(-ndim, 0))
     if _is_torch(x):
         import torch
 
-        return torch.fft.fftshift(torch.fft.fftn(torch.fft.fftshift(x, dim=axes), dim=axes), dim=axes)
-    return np.fft.fftshift(np.fft.fftn(np.fft.fftshift(x, axes=axes), axes=axes), axes=axes)
+        fft = torch.fft.ifftn if inverse else torch.fft.fftn
+        return torch.fft.fftshift(fft(torch.fft.fftshift(x, dim=axes), dim=axes), dim=axes)
+    fft = np.fft.ifftn if inverse else np.fft.fftn
+    return np.fft.fftshift(fft(np.fft.fftshift(x, axes=axes), axes=axes), axes=axes)
 
 
-def _ifftn_center(x, ndim: int):
-    axes = tuple(range(-ndim, 0))
-    if _is_torch(x):
-        import torch
-
-        return torch.fft.fftshift(torch.fft.ifftn(torch.fft.fftshift(x, dim=axes), dim=axes), dim=axes)
-    return np.fft.fftshift(np.fft.ifftn(np.fft.fftshift(x, axes=axes), axes=axes), axes=axes)
-
-
-def _check_even(x, ndim: int) -> None:
+def _even(x, ndim: int):
+    """``x``, after checking its last ``ndim`` sizes are even (centred transforms need them)."""
     for s in x.shape[-ndim:]:
         if s % 2:
             raise ValueError(f"centred transforms need even sizes, got shape {tuple(x.shape)}")
+    return x
 
 
 def fft2_center(img):
     """Centred 2D Fourier transform over the last two axes."""
-    _check_even(img, 2)
-    return _fftn_center(img, 2)
+    return _centred(_even(img, 2), 2)
 
 
 def ifft2_center(f):
     """Inverse of :func:`fft2_center` (complex result)."""
-    _check_even(f, 2)
-    return _ifftn_center(f, 2)
+    return _centred(_even(f, 2), 2, inverse=True)
 
 
 def fft3_center(vol):
-    _check_even(vol, 3)
-    return _fftn_center(vol, 3)
+    """Centred 3D Fourier transform over the last three axes."""
+    return _centred(_even(vol, 3), 3)
 
 
 def ifft3_center(f):
-    _check_even(f, 3)
-    return _ifftn_center(f, 3)
+    """Inverse of :func:`fft3_center` (complex result)."""
+    return _centred(_even(f, 3), 3, inverse=True)
 
 
 def _hartley(x, ndim: int):
-    f = _fftn_center(x, ndim)
+    f = _centred(x, ndim)
     return f.real - f.imag
 
 
 def ht2_center(img):
     """Centred 2D Hartley transform over the last two axes."""
-    _check_even(img, 2)
+    _even(img, 2)
     return _hartley(img, 2)
 
 
 def iht2_center(h):
     """Inverse of :func:`ht2_center`."""
-    _check_even(h, 2)
+    _even(h, 2)
     n = h.shape[-1] * h.shape[-2]
     return _hartley(h, 2) / n
 
 
 def ht3_center(vol):
-    _check_even(vol, 3)
+    _even(vol, 3)
     return _hartley(vol, 3)
 
 
 def iht3_center(h):
-    _check_even(h, 3)
+    _even(h, 3)
     n = h.shape[-1] * h.shape[-2] * h.shape[-3]
     return _hartley(h, 3) / n
 

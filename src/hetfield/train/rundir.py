@@ -195,19 +195,21 @@ class RunDir:
             raise RunError(f"{damaged} (arrays missing or of inconsistent shapes: {rows}); {todo}")
         return out
 
-    def resolve_epoch(self, epoch: int | str | None) -> int:
-        """``None``/``"last"`` → the last saved epoch; an int must exist."""
-        epochs = self.epochs()
-        if not epochs:
+    def resolve_epoch(self, epoch: int | str | None, option: str = "--epoch") -> int:
+        """``None``/``"last"``/``"latest"`` → the last saved epoch; a number must be a saved epoch
+        (a :class:`RunError` naming ``option`` and the saved epochs otherwise)."""
+        saved = self.epochs()
+        if not saved:
             raise RunError(f"{self.path}: no saved epochs yet; train it first")
-        if epoch in (None, "last", "latest"):
-            return epochs[-1]
+        if epoch is None or str(epoch).lower() in ("last", "latest"):
+            return saved[-1]
+        listed = ", ".join(map(str, saved))
         try:
             e = int(epoch)
         except (TypeError, ValueError):
-            raise RunError(f"epoch {epoch!r}: give a number, 'last' or 'auto'") from None
-        if e not in epochs:
-            raise RunError(f"{self.path}: epoch {e} was not saved; saved epochs: {', '.join(map(str, epochs))}")
+            raise RunError(f"{option} {epoch!r}: give a saved epoch number ({listed}) or 'last'") from None
+        if e not in saved:
+            raise RunError(f"{option} {e}: not saved in {self.path} (saved epochs: {listed}); give one of them or 'last'")
         return e
 
 
