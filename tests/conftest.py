@@ -17,3 +17,12 @@ def shared_data() -> Path:
         pytest.skip(f"reference data not found at {SHARED_DATA}")
     return SHARED_DATA
 
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Files holding slow (end-to-end) tests run first. Under `make test` the suite runs on two
+    workers a file each (pytest-xdist --dist loadfile); a long file started last keeps one worker
+    busy alone at the end. The sort is stable and by file, so every file's tests stay together and in
+    their written order."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
