@@ -85,8 +85,10 @@ class Reconstruction(nn.Module):
         return batch.rotation, batch.origin_px
 
     def encode(self, batch, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's ``(mu, logvar)`` of the batch's particles."""
-        return self.encoder(*encoder_features(batch, obs, self.points, self.enc_points, self.n_enc))
+        """The encoder's ``(mu, logvar)`` of the batch's particles, in fp32 (under autocast its
+        layers run in bf16; the latent noise, the KL and the fields' input ``z W_z`` take fp32)."""
+        mu, logvar = self.encoder(*encoder_features(batch, obs, self.points, self.enc_points, self.n_enc))
+        return mu.float(), logvar.float()
 
     def latent(self, batch, obs: Observation, generator: torch.Generator | None = None, sample: bool = True):
         """``(mu, logvar, z)`` per particle (None where there is no latent; ``logvar`` None for a table)."""
