@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from hetfield.errors import ConfigError, CudaOutOfMemory, Interrupted, RunError
 from hetfield.train.config import TrainConfig
-from hetfield.train.devices import resolve_device, set_up_torch
+from hetfield.train.devices import autocast, resolve_device, resolve_precision, set_up_torch
 from hetfield.train.export import compute_latents, write_latents
 from hetfield.train.factory import amplitude_profile, build_model
 from hetfield.train.load import restore, training_state
@@ -73,6 +73,7 @@ def train(
         if cfg.pose_estimation in ("fixed", "refine") and not ds.has_poses:
             raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; ab initio pose search is not available yet")
         device = resolve_device(cfg.device)
+        resolve_precision(cfg.amp, device)  # a GPU without bf16 refuses --amp before anything is written
         run = RunDir(run_path)
         check_location(run, load)
         refuse(run, cfg, ds, load, force, sources)
@@ -121,11 +122,12 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
     check = stop_check(flag)
     set_up_torch(device, cfg.threads, cfg.seed)
     model, shape = build_model(ds, cfg)
+    precision = resolve_precision(cfg.amp, device)
     if state is None:
-        write_config(run, cfg, shape, ds, device, command)
+        write_config(run, cfg, shape, ds, device, command, precision)
         log(
             f"new run {run.run_id}" + (f" ({note})" if note else "")
-            + f": dataset {ds.path} ({ds.n_particles} particles, {ds.n_images} images, box {ds.box}), device {device}"
+            + f": dataset {ds.path} ({ds.n_particles} particles, {ds.n_images} images, box {ds.box}), device {device}, precision {precision}"
         )
         try:
             model.amplitude.copy_(amplitude_profile(model, ds, cfg, check=check))
@@ -155,8 +157,9 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         log(
             f"resumed after epoch {start_epoch}" + (f" + {start_particle} particles" if start_particle else "") + f" ({'latest' if load == 'latest' else load})"
             + (f"; dropped {dropped} metrics row(s) of epochs after {start_epoch}, trained again now" if dropped else "")
+            + f"; device {device}, precision {precision}"
         )
-        update_config_epochs(run, cfg)
+        update_config_epochs(run, cfg, precision)
 
     # Autodecoder latents exist only for trained particles: nothing is held out for them.
     fraction = 0.0 if cfg.effective_conf_estimation == "autodecoder" else cfg.val_fraction
@@ -164,7 +167,6 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
     if state is None and len(val_particles):
         log(f"holding out {len(val_particles)} of {ds.n_particles} particles to measure the validation loss")
     loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
-    amp = cfg.amp and device.type == "cuda"
     beta = cfg.effective_beta
     last_metrics: dict[str, Any] = {}
     steps = len(loader)
@@ -218,7 +220,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             hold = model.scores is not None and cfg.class_init_epochs > 0 and cfg.class_init_epochs <= epoch < cfg.class_init_epochs + cfg.class_hold_epochs
             for step, batch in enumerate(loader.epoch(epoch, first), start=step0):
                 batch = batch.to(device)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                with autocast(device, precision):
                     out = model(
                         batch, beta=beta, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight,
                         dose_mask=cfg.dose_mask, generator=gen, consensus_only=consensus, hold_classes=hold,
@@ -250,7 +252,8 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 "images_per_s": round(images_seen / max(seconds, 1e-9), 2),
                 "particles_per_s": round(particles_seen / max(seconds, 1e-9), 2),
             }
-            val = validation_loss(model, ds, cfg, val_particles, device, resp, consensus, check=check)
+            with autocast(device, precision):
+                val = validation_loss(model, ds, cfg, val_particles, device, resp, consensus, check=check)
             if val is not None:
                 metrics["val_data_loss"] = val
             classes = None
