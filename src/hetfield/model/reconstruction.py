@@ -98,7 +98,9 @@ class Reconstruction(nn.Module):
                 # The noise generator lives on the CPU whatever the device (its state then resumes
                 # on any device, bit-exactly); the draws are tiny (P, zdim).
                 gen_device = generator.device if generator is not None else mu.device
-                eps = torch.randn(mu.shape, generator=generator, device=gen_device, dtype=mu.dtype).to(mu.device)
+                eps = torch.randn(mu.shape, generator=generator, device=gen_device, dtype=mu.dtype)
+                if eps.device != mu.device:  # pinned: an asynchronous copy, no wait for the GPU
+                    eps = eps.pin_memory().to(mu.device, non_blocking=True)
                 return mu, logvar, mu + eps * torch.exp(0.5 * logvar)
             return mu, logvar, mu
         if self.latents is not None:

@@ -48,6 +48,21 @@ def autocast(device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
+def to_device(batch, device):
+    """``batch`` on ``device``; on CUDA from pinned memory with asynchronous copies, so that the
+    host does not wait for the GPU to finish the previous step."""
+    if device.type != "cuda":
+        return batch.to(device)
+    import dataclasses
+
+    import torch
+
+    return dataclasses.replace(batch, **{
+        f.name: v.pin_memory().to(device, non_blocking=True)
+        for f in dataclasses.fields(batch) if isinstance(v := getattr(batch, f.name), torch.Tensor)
+    })
+
+
 def set_up_torch(device, threads: int | None, seed: int) -> None:
     """Threads, TF32 matrix products on CUDA, and the global seed (the model's initialisation)."""
     import torch

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from hetfield.errors import ConfigError, CudaOutOfMemory, Interrupted, RunError
 from hetfield.train.config import TrainConfig
-from hetfield.train.devices import autocast, resolve_device, resolve_precision, set_up_torch
+from hetfield.train.devices import autocast, resolve_device, resolve_precision, set_up_torch, to_device
 from hetfield.train.export import compute_latents, write_latents
 from hetfield.train.factory import amplitude_profile, build_model
 from hetfield.train.load import restore, training_state
@@ -219,7 +219,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             consensus = model.scores is not None and epoch < cfg.class_init_epochs
             hold = model.scores is not None and cfg.class_init_epochs > 0 and cfg.class_init_epochs <= epoch < cfg.class_init_epochs + cfg.class_hold_epochs
             for step, batch in enumerate(loader.epoch(epoch, first), start=step0):
-                batch = batch.to(device)
+                batch = to_device(batch, device)
                 with autocast(device, precision):
                     out = model(
                         batch, beta=beta, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight,
@@ -231,7 +231,10 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 if resp is not None and not consensus:
                     resp.index_copy_(0, batch.particles, out["responsibility"].to(resp.dtype))
                 p = batch.n_particles
-                sums += torch.stack([out["loss"].detach() * p, out["data"] * p, out["kl"] * p, torch.tensor(p, device=device), torch.tensor(batch.n_images, device=device)]).double()
+                # Counts as Python numbers: a tensor built from them per step would be a host-to-device copy.
+                sums[:3] += torch.stack([out["loss"].detach() * p, out["data"] * p, out["kl"] * p]).double()
+                sums[3] += p
+                sums[4] += batch.n_images
                 images_seen += batch.n_images
                 particles_seen += p
                 resume_at = (epoch, sums, prev_classes)
