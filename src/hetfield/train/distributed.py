@@ -65,6 +65,10 @@ class Distributed:
 
         if not self.enabled:
             return
+        if device.type == "cuda":  # before NCCL starts: its communicators bind to the current device
+            import torch
+
+            torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
         self.host_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD

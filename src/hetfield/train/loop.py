@@ -17,7 +17,8 @@ dataset, device, location) is checked before the run directory is created (:mod:
 
 The pieces live beside it: :mod:`.devices`, :mod:`.signals`, :mod:`.prepare` (the run directory
 before training), :mod:`.factory` (the model), :mod:`.class_start` (the EM start of a mixture),
-:mod:`.validation`, :mod:`.export` (latents), :mod:`.load` (checkpoints to objects and back).
+:mod:`.validation`, :mod:`.export` (latents), :mod:`.load` (checkpoints to objects and back),
+:mod:`.distributed` (data-parallel under torchrun, the same computation as one process).
 """
 
 from __future__ import annotations
