@@ -1,8 +1,16 @@
-"""Training throughput (images/s) and peak memory for fixed synthetic settings.
+"""Training throughput (images/s), the field MLP's achieved TFLOP/s, and peak memory.
 
-    python benchmarks/train_throughput.py                 # the full grid on the default device
-    python benchmarks/train_throughput.py --device cuda   # bf16 autocast on a GPU
+    python benchmarks/train_throughput.py                 # the CPU grid (fp32)
+    python benchmarks/train_throughput.py --device cuda   # box 64 and 128, K = 1 and 3, bf16 and fp32
     python benchmarks/train_throughput.py --quick         # box 32 only
+    python benchmarks/train_throughput.py --device cpu --tiny --boxes 16 --tilts 3 --steps 2 --precision fp32,bf16
+
+The field MLP's FLOPs are counted from its shapes (per decoded point and class: 2·P·H for the first
+layer, 2·H·H per hidden layer, 2·H·2 out; backward twice the forward, less the first layer's input
+gradient, which nothing needs) and reported two ways: ``step_field_TFLOPs`` over the whole step's
+time (what training gets), ``mlp_TFLOPs`` from the field forward+backward alone on the same shapes
+(what the MLP itself reaches). ``bf16_peak_share`` divides by the GPU's dense bf16 peak (table below
+by device name, or ``--peak-tflops``).
 
 Each configuration (box × tilts per particle × classes) runs in its own process so that the peak
 resident memory it reports is its own. The data are random (throughput does not depend on
@@ -24,6 +32,23 @@ import time
 from pathlib import Path
 
 GRID = [(box, tilts, k) for box in (32, 64) for tilts in (10, 40) for k in (1, 3)]
+CUDA_BOXES, CUDA_TILTS = (64, 128), (40,)
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment, first match wins.
+BF16_PEAK_TFLOPS = [("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0)]
+TINY = dict(field_hidden=32, field_layers=2, pe_features=16, enc_hidden=32, enc_layers=1, enc_embed=16, enc_grid=4, zdim=2)
+
+
+def bf16_peak(name: str) -> float | None:
+    return next((peak for key, peak in BF16_PEAK_TFLOPS if key in name), None)
+
+
+def field_flops(fields, n_points: int, k: int) -> tuple[float, float]:
+    """``(forward, forward + backward)`` FLOPs of the K field MLPs on ``n_points`` points."""
+    p, h, layers = fields.features.out_dim, fields.hidden, fields.layers
+    first, hidden, out = 2 * p * h, 2 * h * h * (layers - 1), 2 * h * 2
+    fwd = k * n_points * (first + hidden + out)
+    return fwd, 3 * fwd - k * n_points * first
 
 
 def _dataset(root: Path, box: int, tilts: int, n_particles: int):
@@ -66,32 +91,56 @@ def _dataset(root: Path, box: int, tilts: int, n_particles: int):
     return Dataset(root, meta, images, arrays)
 
 
-def run_one(box: int, tilts: int, k: int, device: str, steps: int) -> dict:
+def _mlp_tflops(model, q, z, k: int, dev, precision: str, repeats: int = 5) -> float:
+    """TFLOP/s of the fields' forward+backward alone on ``q`` (the shapes of a training batch)."""
+    import torch
+
+    from hetfield.train.devices import autocast
+
+    def once():
+        with autocast(dev, precision):
+            out = model.fields(q, z)
+        out.float().square().mean().backward()
+
+    once()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    model.zero_grad(set_to_none=True)
+    return repeats * field_flops(model.fields, q.shape[0] * q.shape[1], k)[1] / (time.perf_counter() - t0) / 1e12
+
+
+def run_one(box: int, tilts: int, k: int, device: str, steps: int, precision: str = "auto", tiny: bool = False, peak_tflops: float | None = None) -> dict:
     import resource
 
     import torch
 
     from hetfield.data.batching import ParticleBatches
     from hetfield.train.config import TrainConfig
-    from hetfield.train.devices import resolve_device
+    from hetfield.train.devices import autocast, resolve_device, resolve_precision, set_up_torch, to_device
     from hetfield.train.factory import build_model
     from hetfield.train.optim import Optimizers
 
-    cfg = TrainConfig(zdim=8, n_classes=k, device=device)
+    cfg = TrainConfig(n_classes=k, device=device, **(TINY if tiny else {"zdim": 8}))
     dev = resolve_device(device)
+    precision = resolve_precision({"auto": "auto", "bf16": True, "fp32": False}[precision], dev)
     with tempfile.TemporaryDirectory() as tmp:
         n_particles = cfg.batch_size * (steps + 3)
         ds = _dataset(Path(tmp), box, tilts, n_particles)
         model, _ = build_model(ds, cfg)
         model.to(dev).train()
         opt = Optimizers(model, cfg.lr, cfg.lr_latent, cfg.lr_score_table, cfg.lr_pose, 0.0)
-        gen = torch.Generator(device=dev).manual_seed(0)
+        gen = torch.Generator().manual_seed(0)
         amp = dev.type == "cuda"
-        if amp:
-            torch.backends.cuda.matmul.allow_tf32 = True
+        set_up_torch(dev, None, 0)  # TF32 on CUDA, as training has it
         loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=0, dose_mask=cfg.dose_mask)
-        images = 0
+        images = points = 0
         t0 = None
+        last = None
         for i, batch in enumerate(loader.epoch(0)):
             if i == 3:  # warm-up done (allocator, autotuning, first reads)
                 if amp:
@@ -99,24 +148,37 @@ def run_one(box: int, tilts: int, k: int, device: str, steps: int) -> dict:
                 t0 = time.perf_counter()
                 if amp:
                     torch.cuda.reset_peak_memory_stats()
-            batch = batch.to(dev)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            batch = to_device(batch, dev)
+            with autocast(dev, precision):
                 out = model(batch, beta=cfg.effective_beta, std_noise=cfg.std_noise, generator=gen)
             opt.zero_grad()
             out["loss"].backward()
             opt.step()
             if t0 is not None:
                 images += batch.n_images
+                points += batch.n_images * batch.extent
+            last = batch
         if amp:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        q = model.points.frequencies_3d(last.rotation, last.extent)
+        z = torch.zeros(q.shape[0], model.zdim, device=dev) if model.zdim else None
+        mlp = _mlp_tflops(model, q, z, k, dev, precision)
+    name = torch.cuda.get_device_name(dev) if amp else f"{torch.get_num_threads()} CPU threads"
+    peak = peak_tflops or (bf16_peak(name) if amp else None)
+    step_tflops = field_flops(model.fields, points, k)[1] / seconds / 1e12
     result = {
-        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)}, bf16)" if amp else f" ({torch.get_num_threads()} threads)"),
+        "device": f"{dev} ({name})",
+        "precision": precision,
         "box": box,
         "tilts": tilts,
         "classes": k,
         "images_per_s": round(images / seconds, 1),
         "particles_per_s": round(images / tilts / seconds, 2),
+        "step_field_TFLOPs": float(f"{step_tflops:.4g}"),
+        "mlp_TFLOPs": float(f"{mlp:.4g}"),
+        "bf16_peak_TFLOPs": peak,
+        "bf16_peak_share": float(f"{mlp / peak:.4g}") if peak else None,
         "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if amp:
@@ -129,30 +191,48 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=12, help="timed optimiser steps per configuration")
     parser.add_argument("--quick", action="store_true", help="box 32 only")
+    parser.add_argument("--boxes", help="comma-separated boxes (default: 64,128 on CUDA, the CPU grid's otherwise)")
+    parser.add_argument("--tilts", help="comma-separated tilts per particle (default: 40 on CUDA, 10,40 otherwise)")
+    parser.add_argument("--classes", default="1,3", help="comma-separated K")
+    parser.add_argument("--precision", help="comma-separated bf16/fp32 (default: bf16,fp32 on CUDA, fp32 elsewhere)")
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, if its name is not in the table")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model (fields 2x32): checks that the benchmark runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        box, tilts, k = map(int, args.one.split(","))
-        print(json.dumps(run_one(box, tilts, k, args.device, args.steps)))
+        box, tilts, k, precision = args.one.split(",")
+        print(json.dumps(run_one(int(box), int(tilts), int(k), args.device, args.steps, precision, args.tiny, args.peak_tflops)))
         return
     rows = []
-    grid = [g for g in GRID if not args.quick or g[0] == 32]
-    print(f"{'box':>4} {'tilts':>5} {'K':>2} {'images/s':>9} {'particles/s':>11} {'peak RSS MB':>11}  device", flush=True)
-    for box, tilts, k in grid:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--one", f"{box},{tilts},{k}", "--device", args.device, "--steps", str(args.steps)],
-            capture_output=True, text=True, env=dict(os.environ),
-        )
+    cuda = args.device.startswith("cuda") or (args.device == "auto" and _cuda_available())
+    ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
+    boxes = ints(args.boxes) if args.boxes else ([32] if args.quick else list(CUDA_BOXES) if cuda else sorted({b for b, _, _ in GRID}))
+    tilts_list = ints(args.tilts) if args.tilts else (list(CUDA_TILTS) if cuda else sorted({t for _, t, _ in GRID}))
+    precisions = (args.precision or ("bf16,fp32" if cuda else "fp32")).split(",")
+    grid = [(b, t, k, p) for b in boxes for t in tilts_list for k in ints(args.classes) for p in precisions]
+    print(f"{'box':>4} {'tilts':>5} {'K':>2} {'prec':>10} {'images/s':>9} {'step TF/s':>9} {'MLP TF/s':>9} {'peak %':>6} {'RSS MB':>8}  device", flush=True)
+    for box, tilts, k, precision in grid:
+        cmd = [sys.executable, __file__, "--one", f"{box},{tilts},{k},{precision}", "--device", args.device, "--steps", str(args.steps)]
+        cmd += (["--tiny"] if args.tiny else []) + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
         if proc.returncode:
             print(proc.stderr, file=sys.stderr)
             raise SystemExit(proc.returncode)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(r)
         extra = f"  GPU {r['peak_gpu_MB']} MB" if "peak_gpu_MB" in r else ""
-        print(f"{box:>4} {tilts:>5} {k:>2} {r['images_per_s']:>9} {r['particles_per_s']:>11} {r['peak_rss_MB']:>11}  {r['device']}{extra}", flush=True)
+        share = f"{100 * r['bf16_peak_share']:.1f}" if r["bf16_peak_share"] is not None else "-"
+        print(f"{box:>4} {tilts:>5} {k:>2} {r['precision']:>10} {r['images_per_s']:>9} {r['step_field_TFLOPs']:>9.3g} {r['mlp_TFLOPs']:>9.3g} {share:>6} "
+              f"{r['peak_rss_MB']:>8}  {r['device']}{extra}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@
  * pipeline trains what the plan says and adds no settings of its own (no ext.args here: a training
  * setting belongs in the plan, so that runs.csv and the run agree).
  *
+ * GPUs: the task's accelerator request (params.gpus_per_run with -profile gpu: conf/base.config, and
+ * the slurm/google profiles) above 1 trains under torchrun with one process per GPU it was given.
+ *
  * Retries (conf/base.config retries exit 75 = CUDA out of memory, and signal exits):
  *  - the batch size is halved on every attempt (`--batch-size` overrides the YAML);
  *  - a retry runs in a new work directory, so there is nothing to resume in it. Where the failed
@@ -36,6 +39,7 @@ process TRAIN {
 
     script:
     def previous = task.previousTrace?.workdir ?: ''
+    def gpus = task.accelerator?.request ?: 1
     """
     export OMP_NUM_THREADS=${task.cpus}
     export MPLCONFIGDIR="\$PWD/.cache/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba" XDG_CACHE_HOME="\$PWD/.cache"
@@ -53,7 +57,13 @@ process TRAIN {
     batch_size=\$(( batch_size >> (${task.attempt} - 1) ))
     [ "\$batch_size" -ge 1 ] || batch_size=1
 
-    hetfield train ${meta.id} --data ${dataset} --config ${meta.id}.yaml --batch-size "\$batch_size" \$load
+    # Several GPUs: one process per GPU under torchrun (DistributedDataParallel; rank 0 writes the
+    # run, and torchrun passes SIGTERM on to every rank, so a walltime kill still checkpoints).
+    trainer='hetfield'
+    if [ ${gpus} -gt 1 ]; then
+        trainer='torchrun --standalone --nproc_per_node ${gpus} -m hetfield.cli.app'
+    fi
+    \$trainer train ${meta.id} --data ${dataset} --config ${meta.id}.yaml --batch-size "\$batch_size" \$load
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

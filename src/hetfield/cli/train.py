@@ -59,7 +59,7 @@ def train(
     enc_grid: Optional[int] = typer.Option(None, "--enc-grid", help=_help("enc_grid", "Points per axis of the encoder's back-projection grid."), rich_help_panel=_ARCH),
     seed: Optional[int] = typer.Option(None, "--seed", help=_help("seed", "Random seed (initialisation, batch order, latent noise)."), rich_help_panel=_RUN),
     device: Optional[str] = typer.Option(None, "--device", help=_help("device", "auto, cpu, cuda or cuda:N."), rich_help_panel=_RUN),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help=_help("amp", "bf16 mixed precision on GPU."), rich_help_panel=_RUN),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help=_help("amp", "bf16 mixed precision of the networks: auto (neither option) is bf16 on GPU and fp32 on CPU; --amp also on CPU. Phases and Fourier features stay fp32."), rich_help_panel=_RUN),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help=_help("checkpoint_every", "Save weights and latents every N epochs (the last is always saved)."), rich_help_panel=_RUN),
     threads: Optional[int] = typer.Option(None, "--threads", help=_help("threads", "CPU threads for torch."), rich_help_panel=_RUN),
     load: Optional[str] = typer.Option(None, "--load", help="Resume: 'latest' (the newest state, mid-epoch included) or an epoch number.", rich_help_panel=_RUN),

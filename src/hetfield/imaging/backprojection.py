@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from hetfield.imaging.precision import at_least_fp32, full_precision
+
 
 def backprojection_grid(box: int, n: int) -> torch.Tensor:
     """``(J, 3)`` points ``(x, y, z)`` in pixels: an ``n³`` grid over 80 % of the box, inside its sphere."""
@@ -28,13 +30,19 @@ def grid_radius_px(box: int, n: int) -> float:
 
 def backprojection_phase(q: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """``θ = 2π q·r`` ``(n, m, J)`` for frequencies ``q (n, m, 3)`` cycles/px and points ``grid (J, 3)`` px,
-    in ``q``'s dtype: the phase of the Hartley kernel ``cas θ``."""
-    return 2 * torch.pi * (q @ grid.T.to(q.dtype))
+    in ``q``'s dtype (fp32 at least, autocast or not): the phase of the Hartley kernel ``cas θ``."""
+    q = at_least_fp32(q)
+    with full_precision(q):
+        return 2 * torch.pi * (q @ grid.T.to(q.dtype))
 
 
 def backproject(h_k: torch.Tensor, h_mk: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """``(n, J)``: values ``h_k``/``h_mk`` ``(n, m)`` at ``q (n, m, 3)`` and ``-q``, times ``weight``, at ``grid``."""
-    a, b = h_k * weight, h_mk * weight
-    theta = backprojection_phase(q, grid)
-    # H(k) cas(θ) + H(-k) cas(-θ) = (H(k) + H(-k)) cos θ + (H(k) - H(-k)) sin θ
-    return torch.einsum("nm,nmj->nj", a + b, torch.cos(theta)) + torch.einsum("nm,nmj->nj", a - b, torch.sin(theta))
+    """``(n, J)``: values ``h_k``/``h_mk`` ``(n, m)`` at ``q (n, m, 3)`` and ``-q``, times ``weight``, at ``grid``.
+
+    All in fp32 at least under autocast too: it is the encoder's featurisation, not a network."""
+    h_k, h_mk, weight = at_least_fp32(h_k), at_least_fp32(h_mk), at_least_fp32(weight)
+    with full_precision(h_k):
+        a, b = h_k * weight, h_mk * weight
+        theta = backprojection_phase(q, grid)
+        # H(k) cas(θ) + H(-k) cas(-θ) = (H(k) + H(-k)) cos θ + (H(k) - H(-k)) sin θ
+        return torch.einsum("nm,nmj->nj", a + b, torch.cos(theta)) + torch.einsum("nm,nmj->nj", a - b, torch.sin(theta))

@@ -52,9 +52,10 @@ def translate_images(images, shift_px):
 
     imgs = _as_tensor(images, torch.float32)
     d = imgs.shape[-1]
-    c = (torch.arange(d, dtype=torch.float32) - d // 2) / d
+    # Built where the images are: a CPU ramp would be copied to the GPU on every call.
+    c = (torch.arange(d, dtype=torch.float32, device=imgs.device) - d // 2) / d
     ky, kx = torch.meshgrid(c, c, indexing="ij")
     freqs = torch.stack([kx, ky], -1).reshape(-1, 2)
     f = fft2_center(imgs).reshape(imgs.shape[0], -1)
-    f = translate_fourier(f, freqs, _as_tensor(shift_px, torch.float32))
+    f = translate_fourier(f, freqs, _as_tensor(shift_px, torch.float32).to(imgs.device))
     return ifft2_center(f.reshape(imgs.shape)).real

@@ -21,8 +21,15 @@ def _lib(x):
 
 
 def phase(freqs, shift_px):
-    """``phi = 2 pi k.t`` for ``freqs (..., M, 2)`` cycles/px and ``shift_px (..., 2)``: ``(..., M)``."""
-    return 2 * math.pi * (freqs * shift_px[..., None, :]).sum(-1)
+    """``phi = 2 pi k.t`` for ``freqs (..., M, 2)`` cycles/px and ``shift_px (..., 2)``: ``(..., M)``;
+    torch phases in fp32 at least, autocast or not (:mod:`hetfield.imaging.precision`)."""
+    if _lib(freqs).__name__ == "numpy" and _lib(shift_px).__name__ == "numpy":
+        return 2 * math.pi * (freqs * shift_px[..., None, :]).sum(-1)
+    from hetfield.imaging.precision import at_least_fp32, full_precision
+
+    freqs, shift_px = at_least_fp32(freqs), at_least_fp32(shift_px)
+    with full_precision(freqs):
+        return 2 * math.pi * (freqs * shift_px[..., None, :]).sum(-1)
 
 
 def translate_hartley(h_k, h_minus_k, freqs, shift_px):

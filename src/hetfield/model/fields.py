@@ -19,6 +19,8 @@ import math
 import torch
 from torch import nn
 
+from hetfield.imaging.precision import at_least_fp32, full_precision
+
 
 class FourierFeatures(nn.Module):
     """Frozen Gaussian random features of a 3D frequency: ``(..., 3) -> (..., 2F + 3)``.
@@ -35,8 +37,11 @@ class FourierFeatures(nn.Module):
         self.out_dim = 2 * n_features + 3
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        x = (2 * math.pi) * (q @ self.b.to(q.dtype))
-        return torch.cat([torch.sin(x), torch.cos(x), 2 * q], dim=-1)
+        """In fp32 at least under autocast too: the phases ``2π q·b`` reach hundreds of radians."""
+        q = at_least_fp32(q)
+        with full_precision(q):
+            x = (2 * math.pi) * (q @ self.b.to(q.dtype))
+            return torch.cat([torch.sin(x), torch.cos(x), 2 * q], dim=-1)
 
 
 def _init_stack(k: int, fan_in: int, fan_out: int, g: torch.Generator, gain: float = 1.0, jitter: float = 0.0) -> torch.Tensor:

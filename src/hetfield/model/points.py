@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from hetfield.imaging.lattice import Lattice
+from hetfield.imaging.precision import at_least_fp32, full_precision
 
 
 class LatticePoints(nn.Module):
@@ -37,9 +38,12 @@ class LatticePoints(nn.Module):
         return int(self.k.shape[0])
 
     def frequencies_3d(self, rotation: torch.Tensor, m: int | None = None) -> torch.Tensor:
-        """The rotated lattice ``q = [k, 0] @ A`` for ``rotation (n, 3, 3)`` → ``(n, m, 3)`` cycles/px."""
+        """The rotated lattice ``q = [k, 0] @ A`` for ``rotation (n, 3, 3)`` → ``(n, m, 3)`` cycles/px,
+        in fp32 at least, autocast or not (:mod:`hetfield.imaging.precision`)."""
         k = self.k[:m] if m is not None else self.k
-        return torch.einsum("mj,njd->nmd", k.to(rotation.dtype), rotation[:, :2, :])
+        rotation = at_least_fp32(rotation)
+        with full_precision(rotation):
+            return torch.einsum("mj,njd->nmd", k.to(rotation.dtype), rotation[:, :2, :])
 
     def count_within(self, radius_px: float) -> int:
         """How many of the radius-sorted points lie within ``radius_px`` (at least one)."""

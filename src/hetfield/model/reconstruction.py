@@ -85,18 +85,25 @@ class Reconstruction(nn.Module):
         return batch.rotation, batch.origin_px
 
     def encode(self, batch, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's ``(mu, logvar)`` of the batch's particles."""
-        return self.encoder(*encoder_features(batch, obs, self.points, self.enc_points, self.n_enc))
+        """The encoder's ``(mu, logvar)`` of the batch's particles, in fp32 (under autocast its
+        layers run in bf16; the latent noise, the KL and the fields' input ``z W_z`` take fp32)."""
+        mu, logvar = self.encoder(*encoder_features(batch, obs, self.points, self.enc_points, self.n_enc))
+        return mu.float(), logvar.float()
 
-    def latent(self, batch, obs: Observation, generator: torch.Generator | None = None, sample: bool = True):
-        """``(mu, logvar, z)`` per particle (None where there is no latent; ``logvar`` None for a table)."""
+    def latent(self, batch, obs: Observation, generator: torch.Generator | None = None, sample: bool = True, noise: torch.Tensor | None = None):
+        """``(mu, logvar, z)`` per particle (None where there is no latent; ``logvar`` None for a table).
+        ``noise`` (P, zdim): the sampling noise, drawn by the caller (data-parallel training)."""
         if self.encoder is not None:
             mu, logvar = self.encode(batch, obs)
+            if sample and self.training and noise is not None:
+                return mu, logvar, mu + noise.to(mu.device, non_blocking=True) * torch.exp(0.5 * logvar)
             if sample and self.training:
                 # The noise generator lives on the CPU whatever the device (its state then resumes
                 # on any device, bit-exactly); the draws are tiny (P, zdim).
                 gen_device = generator.device if generator is not None else mu.device
-                eps = torch.randn(mu.shape, generator=generator, device=gen_device, dtype=mu.dtype).to(mu.device)
+                eps = torch.randn(mu.shape, generator=generator, device=gen_device, dtype=mu.dtype)
+                if eps.device != mu.device:  # pinned: an asynchronous copy, no wait for the GPU
+                    eps = eps.pin_memory().to(mu.device, non_blocking=True)
                 return mu, logvar, mu + eps * torch.exp(0.5 * logvar)
             return mu, logvar, mu
         if self.latents is not None:
@@ -117,11 +124,12 @@ class Reconstruction(nn.Module):
         sample: bool = True,
         consensus_only: bool = False,
         hold_classes: bool = False,
+        noise: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The objective of a batch (:func:`hetfield.model.loss.objective`). ``consensus_only`` trains
         field 0 alone (the start of a mixture, see :mod:`hetfield.train.class_start`)."""
         obs = observe(self, batch, dose_weight=dose_weight, dose_mask=dose_mask)
-        mu, logvar, z = self.latent(batch, obs, generator, sample)
+        mu, logvar, z = self.latent(batch, obs, generator, sample, noise)
         z_img = z[batch.image_particle] if z is not None else None
         rendering = render(self, obs, z_img, 1 if consensus_only else None)
         log_pi = self.scores.log_probs(batch.particles) if self.scores is not None and not consensus_only else None

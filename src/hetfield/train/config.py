@@ -56,7 +56,8 @@ class TrainConfig:
     # run
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    # bf16 autocast of the networks: "auto" (on GPU, not on CPU), true (also on CPU) or false.
+    amp: bool | str = "auto"
     checkpoint_every: int = 1
     threads: int | None = None
 
@@ -110,9 +111,11 @@ class TrainConfig:
             bad("class_init_epochs", f"must be smaller than --epochs {self.epochs}: the classes are learned after it")
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 0.5:
             bad("val_fraction", "must be in [0, 0.5): the share of particles held out to measure generalisation")
-        for name in ("dose_weight", "tilt_weight", "dose_mask", "amp"):
+        for name in ("dose_weight", "tilt_weight", "dose_mask"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
+        if not isinstance(self.amp, bool) and self.amp != "auto":
+            bad("amp", "must be auto (bf16 on GPU, fp32 on CPU), true (bf16 mixed precision) or false (fp32)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             bad("seed", "must be a whole number")
         if not isinstance(self.device, str):

@@ -29,6 +29,40 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+def resolve_precision(amp, device) -> str:
+    """``bf16-mixed`` or ``fp32``: ``amp`` "auto" is bf16 on a GPU that has it and fp32 elsewhere
+    (CPU bf16 is slower than fp32); ``True`` asks for bf16 on any device (CPU autocast included)."""
+    import torch
+
+    if amp == "auto":
+        return "bf16-mixed" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if amp and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--amp: {torch.cuda.get_device_name(device)} has no bf16; train with --no-amp")
+    return "bf16-mixed" if amp else "fp32"
+
+
+def autocast(device, precision: str):
+    """The networks' autocast for ``precision`` (phases and features stay fp32: imaging.precision)."""
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+def to_device(batch, device):
+    """``batch`` on ``device``; on CUDA from pinned memory with asynchronous copies, so that the
+    host does not wait for the GPU to finish the previous step."""
+    if device.type != "cuda":
+        return batch.to(device)
+    import dataclasses
+
+    import torch
+
+    return dataclasses.replace(batch, **{
+        f.name: v.pin_memory().to(device, non_blocking=True)
+        for f in dataclasses.fields(batch) if isinstance(v := getattr(batch, f.name), torch.Tensor)
+    })
+
+
 def set_up_torch(device, threads: int | None, seed: int) -> None:
     """Threads, TF32 matrix products on CUDA, and the global seed (the model's initialisation)."""
     import torch

@@ -17,7 +17,8 @@ dataset, device, location) is checked before the run directory is created (:mod:
 
 The pieces live beside it: :mod:`.devices`, :mod:`.signals`, :mod:`.prepare` (the run directory
 before training), :mod:`.factory` (the model), :mod:`.class_start` (the EM start of a mixture),
-:mod:`.validation`, :mod:`.export` (latents), :mod:`.load` (checkpoints to objects and back).
+:mod:`.validation`, :mod:`.export` (latents), :mod:`.load` (checkpoints to objects and back),
+:mod:`.distributed` (data-parallel under torchrun, the same computation as one process).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from typing import Any, Callable
 
 from hetfield.errors import ConfigError, CudaOutOfMemory, Interrupted, RunError
 from hetfield.train.config import TrainConfig
-from hetfield.train.devices import resolve_device, set_up_torch
+from hetfield.train.distributed import Distributed
+from hetfield.train.devices import autocast, resolve_device, resolve_precision, set_up_torch, to_device
 from hetfield.train.export import compute_latents, write_latents
 from hetfield.train.factory import amplitude_profile, build_model
 from hetfield.train.load import restore, training_state
 from hetfield.train.optim import Optimizers
 from hetfield.train.prepare import RunLog, check_location, prepare_run, refuse, remove_if_empty, update_config_epochs, write_config
-from hetfield.train.rundir import LOCK_NAME, RunDir, save_checkpoint
+from hetfield.train.rundir import LOCK_NAME, RunDir, load_checkpoint, save_checkpoint
 from hetfield.train.signals import StopRequested, signal_name, signals_to_flag, stop_check
 from hetfield.train.validation import split_validation, validation_loss
 
@@ -65,17 +67,24 @@ def train(
     from hetfield.io.lock import exclusive_lock
 
     flag: dict = {}
-    with signals_to_flag(flag):
+    dd = Distributed.from_env()  # torchrun: data-parallel (train.distributed)
+    with signals_to_flag(flag), contextlib.ExitStack() as ranks:
         # Everything that can be checked is checked before the run directory is created.
         cfg.validate()
         ds = Dataset.open(data_path)
         ds.check_fresh()
         if cfg.pose_estimation in ("fixed", "refine") and not ds.has_poses:
             raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; ab initio pose search is not available yet")
-        device = resolve_device(cfg.device)
+        device = resolve_device(dd.device_name(cfg.device))
+        resolve_precision(cfg.amp, device)  # a GPU without bf16 refuses --amp before anything is written
+        dd.start(device)
+        ranks.callback(dd.close)
         run = RunDir(run_path)
         check_location(run, load)
         refuse(run, cfg, ds, load, force, sources)
+        dd.barrier()  # every rank has checked the directory before rank 0 changes it
+        if not dd.is_main:  # the other ranks read what rank 0 prepares and write nothing
+            return _train_locked(run, ds, data_path, cfg, device, load, force, command, None, None, sources, flag, dd)
         created = not run.path.exists()
         try:
             run.path.mkdir(parents=True, exist_ok=True)
@@ -96,7 +105,7 @@ def train(
                     name = signal_name(flag["signum"])
                     raise Interrupted(f"stopped by {name} before training started; nothing was changed in {run.path}", flag["signum"])
                 remove_stale_temporaries(run.path)
-                return _train_locked(run, ds, data_path, cfg, device, load, force, command, echo, progress, sources, flag)
+                return _train_locked(run, ds, data_path, cfg, device, load, force, command, echo, progress, sources, flag, dd)
             except OSError as err:  # a full disk, a permission changed under us
                 if created:
                     remove_if_empty(run)
@@ -108,24 +117,37 @@ def train(
                 raise
 
 
-def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, force, command, echo, progress, sources, flag: dict) -> dict[str, Any]:
+def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, force, command, echo, progress, sources, flag: dict, dd: Distributed) -> dict[str, Any]:
     import numpy as np
     import torch
 
     from hetfield.data.batching import ParticleBatches
     from hetfield.io.atomic import append_line, write_atomic
 
-    state, state_path, note = prepare_run(run, cfg, ds, load, force, sources)
-    log = RunLog(run.log_path, echo)
+    state, state_path, note = prepare_run(run, cfg, ds, load, force, sources) if dd.is_main else (None, None, None)
+    shared_path = dd.broadcast_text(str(state_path or ""))  # waits for rank 0's preparation
+    if not dd.is_main and shared_path:
+        state, state_path = load_checkpoint(Path(shared_path)), Path(shared_path)
+    log = RunLog(run.log_path, echo) if dd.is_main else (lambda *args, **kwargs: None)
     continue_hint = f"continue with: hetfield train {run.path} --data {data_path} --load latest"
-    check = stop_check(flag)
+    # Under torchrun the ranks stop together at the loop's own checks (phase checks do nothing).
+    check = stop_check(flag) if not dd.enabled else (lambda: None)
+
+    def step_check() -> None:
+        agreed = dd.agreed_signal(flag) if dd.enabled else 0
+        if agreed:
+            flag.setdefault("signum", agreed)
+        stop_check(flag)()
     set_up_torch(device, cfg.threads, cfg.seed)
     model, shape = build_model(ds, cfg)
+    precision = resolve_precision(cfg.amp, device)
     if state is None:
-        write_config(run, cfg, shape, ds, device, command)
+        if dd.is_main:
+            write_config(run, cfg, shape, ds, device, command, precision)
         log(
             f"new run {run.run_id}" + (f" ({note})" if note else "")
-            + f": dataset {ds.path} ({ds.n_particles} particles, {ds.n_images} images, box {ds.box}), device {device}"
+            + f": dataset {ds.path} ({ds.n_particles} particles, {ds.n_images} images, box {ds.box}), device {device}, precision {precision}"
+            + (f", {dd.world_size} processes (torchrun)" if dd.enabled else "")
         )
         try:
             model.amplitude.copy_(amplitude_profile(model, ds, cfg, check=check))
@@ -151,12 +173,14 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         start_particle = int(sums_resume[3]) if sums_resume is not None else 0
         if state["train"].get("batch_size", cfg.batch_size) != cfg.batch_size:
             log(f"batch size {state['train']['batch_size']} → {cfg.batch_size}: continuing from the same particle, not bit-identical to an uninterrupted run")
-        dropped = run.keep_metrics_through(start_epoch)
+        dropped = run.keep_metrics_through(start_epoch) if dd.is_main else 0
         log(
             f"resumed after epoch {start_epoch}" + (f" + {start_particle} particles" if start_particle else "") + f" ({'latest' if load == 'latest' else load})"
             + (f"; dropped {dropped} metrics row(s) of epochs after {start_epoch}, trained again now" if dropped else "")
+            + f"; device {device}, precision {precision}"
         )
-        update_config_epochs(run, cfg)
+        if dd.is_main:
+            update_config_epochs(run, cfg, precision)
 
     # Autodecoder latents exist only for trained particles: nothing is held out for them.
     fraction = 0.0 if cfg.effective_conf_estimation == "autodecoder" else cfg.val_fraction
@@ -164,7 +188,6 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
     if state is None and len(val_particles):
         log(f"holding out {len(val_particles)} of {ds.n_particles} particles to measure the validation loss")
     loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
-    amp = cfg.amp and device.type == "cuda"
     beta = cfg.effective_beta
     last_metrics: dict[str, Any] = {}
     steps = len(loader)
@@ -187,13 +210,16 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             message = f"stopped by {name}; {continue_hint} (from the last checkpoint)"
         else:
             epoch, sums_at, classes_at = resume_at
-            save_checkpoint(run.resume_path, training_state(model, opt, gen, shape, cfg, ds, epoch, sums_at, resp, classes_at))
+            sums_at = dd.all_sum(sums_at)
+            if dd.is_main:
+                save_checkpoint(run.resume_path, training_state(model, opt, gen, shape, cfg, ds, epoch, sums_at, resp, classes_at))
             particles_done = int(sums_at[3])
             where = f"in epoch {epoch + 1}/{cfg.epochs} after {particles_done} of {len(train_particles)} particles" if particles_done else f"at the start of epoch {epoch + 1}/{cfg.epochs}"
             message = f"stopped by {name} {where}; saved {run.resume_path}; {continue_hint}"
         log(message, echo=False)  # the caller reports it (the CLI: one line on stderr)
         return Interrupted(message, signum)
 
+    net = dd.wrap(model, device)  # the networks in DDP under torchrun; the model itself otherwise
     model.train()
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -204,7 +230,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             first = start_particle if epoch == start_epoch else 0
             # ``sums`` is live: at every check it counts exactly the steps the model has taken.
             resume_at = (epoch, sums, prev_classes)
-            check()
+            step_check()
             images_seen = particles_seen = 0
             step0 = -(-first // cfg.batch_size)
             if model.scores is not None and epoch == cfg.class_init_epochs > 0 and first == 0:
@@ -212,32 +238,49 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
 
                 # Stops inside resume at the epoch start: the model changes only once EM is done.
                 initialise_classes(model, opt, ds, cfg, device, log, particles=train_particles, check=check)
+                dd.broadcast_(model.scores.scores.data)  # every rank ran the same EM: keep rank 0's bits
                 resp.copy_(torch.softmax(model.scores.scores.detach(), -1))
                 resume_at = None  # no resumable state until the first step is done (nothing checks here)
             consensus = model.scores is not None and epoch < cfg.class_init_epochs
             hold = model.scores is not None and cfg.class_init_epochs > 0 and cfg.class_init_epochs <= epoch < cfg.class_init_epochs + cfg.class_hold_epochs
-            for step, batch in enumerate(loader.epoch(epoch, first), start=step0):
-                batch = batch.to(device)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    out = model(
+            chunks = dd.shares(loader, epoch, first) if dd.enabled else ((None, b, 1.0) for b in loader.epoch(epoch, first))
+            for step, (shares, batch, scale) in enumerate(chunks, start=step0):
+                batch = to_device(batch, device)
+                noise, p, n_images = None, batch.n_particles, batch.n_images
+                if dd.enabled:  # the chunk's noise from the one generator, this rank's rows (train.distributed)
+                    eps = torch.randn((sum(map(len, shares)), shape.zdim), generator=gen) if model.encoder is not None else None
+                    if not len(shares[dd.rank]):
+                        p = n_images = 0
+                    noise = None if eps is None else (eps[dd.rank :: dd.world_size] if p else eps[:1] * 0)
+                with autocast(device, precision):
+                    out = net(
                         batch, beta=beta, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight,
-                        dose_mask=cfg.dose_mask, generator=gen, consensus_only=consensus, hold_classes=hold,
+                        dose_mask=cfg.dose_mask, generator=gen, consensus_only=consensus, hold_classes=hold, noise=noise,
                     )
                 opt.zero_grad()
-                out["loss"].backward()
+                (out["loss"] * scale if dd.enabled else out["loss"]).backward()
+                if dd.enabled:
+                    dd.sync_table_grads(model, shares, loader)
                 opt.step(poses=epoch >= cfg.pose_warmup_epochs)
                 if resp is not None and not consensus:
-                    resp.index_copy_(0, batch.particles, out["responsibility"].to(resp.dtype))
-                p = batch.n_particles
-                sums += torch.stack([out["loss"].detach() * p, out["data"] * p, out["kl"] * p, torch.tensor(p, device=device), torch.tensor(batch.n_images, device=device)]).double()
-                images_seen += batch.n_images
+                    if dd.enabled:
+                        dd.gather_responsibility(resp, shares, out["responsibility"])
+                    else:
+                        resp.index_copy_(0, batch.particles, out["responsibility"].to(resp.dtype))
+                # Counts as Python numbers: a tensor built from them per step would be a host-to-device copy.
+                sums[:3] += torch.stack([out["loss"].detach() * p, out["data"] * p, out["kl"] * p]).double()
+                sums[3] += p
+                sums[4] += n_images
+                images_seen += n_images
                 particles_seen += p
                 resume_at = (epoch, sums, prev_classes)
                 if progress is not None:
                     progress(epoch, step + 1, {"steps": steps, "sums": sums, "images": images_seen, "t0": t0})
-                check()
+                step_check()
             seconds = time.perf_counter() - t0
-            s = sums.cpu().numpy()
+            s = dd.all_sum(sums).cpu().numpy()
+            if dd.enabled:
+                images_seen, particles_seen = (int(v) for v in dd.all_sum(torch.tensor([images_seen, particles_seen], device=device)).cpu())
             n_p = max(s[3], 1.0)
             metrics: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -249,8 +292,10 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 "seconds": round(seconds, 3),
                 "images_per_s": round(images_seen / max(seconds, 1e-9), 2),
                 "particles_per_s": round(particles_seen / max(seconds, 1e-9), 2),
+                "world_size": dd.world_size,
             }
-            val = validation_loss(model, ds, cfg, val_particles, device, resp, consensus, check=check)
+            with autocast(device, precision):
+                val = validation_loss(model, ds, cfg, val_particles, device, resp, consensus, check=check)
             if val is not None:
                 metrics["val_data_loss"] = val
             classes = None
@@ -266,17 +311,19 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             metrics = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
             # The metrics line first, then the checkpoint: a kill in between leaves a row that the
             # resumed run drops (keep_metrics_through) and writes again — never a checkpoint without its row.
-            append_line(run.metrics_path, json.dumps(metrics))
             save_now = (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+            if dd.is_main:  # every rank holds the same model, tables and posteriors: rank 0 writes them
+                append_line(run.metrics_path, json.dumps(metrics))
+                if save_now:
+                    latents = compute_latents(model, ds, cfg, device, resp, val_particles, check=check)
+                    write_atomic(run.latent_path(epoch + 1), lambda p, d=latents: write_latents(p, d))
+                    save_checkpoint(run.weights_path(epoch + 1), training_state(model, opt, gen, shape, cfg, ds, epoch + 1, None, resp, classes))
+                run.resume_path.unlink(missing_ok=True)
             if save_now:
-                latents = compute_latents(model, ds, cfg, device, resp, val_particles, check=check)
-                write_atomic(run.latent_path(epoch + 1), lambda p, d=latents: write_latents(p, d))
-                save_checkpoint(run.weights_path(epoch + 1), training_state(model, opt, gen, shape, cfg, ds, epoch + 1, None, resp, classes))
                 resume_at = epoch + 1
             else:
                 resume_at = (epoch + 1, torch.zeros(5, dtype=torch.float64), classes)
             prev_classes = classes
-            run.resume_path.unlink(missing_ok=True)
             sums_resume = None
             occ_txt = f", classes {metrics['class_occupancy']}" if "class_occupancy" in metrics else ""
             log(
@@ -285,7 +332,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 f"{metrics['images_per_s']:.0f} images/s{occ_txt}" + (f"; saved weights.{epoch + 1}.pt" if save_now else "")
             )
             last_metrics = metrics
-            check()
+            step_check()
     except StopRequested:
         raise stop() from None
     except torch.cuda.OutOfMemoryError:

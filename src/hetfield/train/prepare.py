@@ -202,7 +202,7 @@ def remove_if_empty(run: RunDir) -> None:
         pass
 
 
-def write_config(run: RunDir, cfg: TrainConfig, shape, ds, device, command: str | None) -> None:
+def write_config(run: RunDir, cfg: TrainConfig, shape, ds, device, command: str | None, precision: str = "fp32") -> None:
     import torch
 
     from hetfield import __version__
@@ -228,12 +228,13 @@ def write_config(run: RunDir, cfg: TrainConfig, shape, ds, device, command: str 
             "beta_effective": cfg.effective_beta,
             "model": asdict(shape),
             "device": str(device),
+            "precision": precision,
         },
     )
 
 
-def update_config_epochs(run: RunDir, cfg: TrainConfig) -> None:
-    """Record resumable changes (e.g. more epochs) in config.yaml."""
+def update_config_epochs(run: RunDir, cfg: TrainConfig, precision: str | None = None) -> None:
+    """Record resumable changes (e.g. more epochs, the precision used now) in config.yaml."""
     from hetfield.io.atomic import write_yaml_atomic
 
     if not run.config_path.is_file():
@@ -244,5 +245,8 @@ def update_config_epochs(run: RunDir, cfg: TrainConfig) -> None:
         if data["train"].get(k) != getattr(cfg, k):
             data["train"][k] = getattr(cfg, k)
             changed = True
+    if precision is not None and data.get("precision") != precision:
+        data["precision"] = precision
+        changed = True
     if changed:
         write_yaml_atomic(run.config_path, data)

@@ -104,7 +104,11 @@ class RunDir:
             TrainConfig(**train).validate(where=str(self.config_path))
         except ConfigError as err:
             raise RunError(f"{err}; {_DAMAGED}") from None
-        return dict(train)
+        train = dict(train)
+        if "precision" not in data and train["amp"] is True:
+            # Written before amp had an "auto": true was the default and meant bf16 on GPU only.
+            train["amp"] = "auto"
+        return train
 
     def dataset_fingerprint(self) -> str:
         dataset = self.config().get("dataset")
