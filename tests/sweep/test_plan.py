@@ -97,3 +97,16 @@ def test_plan_file_errors(tmp_path):
     bad.write_text("run_id,beta,zdim,n_classes\nok,0,four,1\n")
     with pytest.raises(ConfigError, match="line 2.*zdim takes a whole number"):
         read_plan(bad)
+
+
+def test_a_tri_state_option_takes_auto():
+    """amp is auto (bf16 on GPU, fp32 on CPU), true or false: a plan can say any of the three."""
+    from hetfield.errors import ConfigError
+    from hetfield.sweep.options import coerce_option
+
+    assert [coerce_option("amp", v, "--set") for v in ("auto", "AUTO", "true", "0")] == ["auto", "auto", True, False]
+    assert coerce_option("amp", True, "grid.yaml") is True
+    with pytest.raises(ConfigError, match="amp takes true, false or auto"):
+        coerce_option("amp", "fast", "--set amp=fast")
+    with pytest.raises(ConfigError, match="dose_mask takes true or false"):
+        coerce_option("dose_mask", "auto", "--set dose_mask=auto")

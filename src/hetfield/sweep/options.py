@@ -24,7 +24,7 @@ def option_types() -> dict[str, str]:
 
 
 def _expected(type_name: str) -> str:
-    kind = "true or false" if "bool" in type_name else "a whole number" if "int" in type_name and "float" not in type_name \
+    kind = ("true, false or auto" if "str" in type_name else "true or false") if "bool" in type_name else "a whole number" if "int" in type_name and "float" not in type_name \
         else "a number" if "float" in type_name else "text"
     return kind + (" or none" if "None" in type_name else "")
 
@@ -60,6 +60,8 @@ def coerce_option(key: str, value: Any, where: str, example: str = EXAMPLE_SET) 
         if "None" in t and text.lower() in _NONE_WORDS:
             return None
         if "bool" in t:
+            if "str" in t and text.lower() == "auto":  # a tri-state option (amp: auto, true or false)
+                return "auto"
             if text.lower() in _TRUE:
                 return True
             if text.lower() in _FALSE:
