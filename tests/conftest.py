@@ -19,10 +19,26 @@ def shared_data() -> Path:
 
 
 
+# The longest files (minutes each on two cores), longest first: they start first under `make test`.
+LONGEST_FILES = (
+    "train/test_quality.py", "sweep/test_runner.py", "train/test_kill.py", "corpus/test_corpus.py",
+    "test_permissions.py", "model/test_class_init.py", "cli/test_setup_kill.py",
+    "pipeline/test_pipeline_render_run.py", "analysis/test_analyze.py", "analysis/test_small_data.py",
+)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Files holding slow (end-to-end) tests run first. Under `make test` the suite runs on two
-    workers a file each (pytest-xdist --dist loadfile); a long file started last keeps one worker
-    busy alone at the end. The sort is stable and by file, so every file's tests stay together and in
-    their written order."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    """The longest files run first. Under `make test` the suite runs on two workers a file each
+    (pytest-xdist --dist loadfile), which take files in collection order; a long file started last
+    keeps one worker busy alone at the end. The sort is stable and by file, so every file's tests
+    stay together and in their written order."""
+    tests_dir = Path(__file__).resolve().parent
+
+    def rank(item) -> int:
+        try:
+            rel = item.path.resolve().relative_to(tests_dir).as_posix()
+        except ValueError:
+            return len(LONGEST_FILES)
+        return LONGEST_FILES.index(rel) if rel in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)

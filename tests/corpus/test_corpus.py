@@ -175,7 +175,8 @@ CASES = [
     # -- sweep plan ------------------------------------------------------------------------------------------------
     C("sweep-plan/set-wrong-type", nothing, "sweep plan --zdim 2 --set epochs=abc --out p.csv", ["--set epochs=abc", "whole number", "epochs=20"]),
     C("sweep-plan/set-float-for-int", nothing, "sweep plan --zdim 2 --set batch_size=2.5 --out p.csv", ["--set batch_size=2.5", "whole number"]),
-    C("sweep-plan/set-bool-wrong", nothing, "sweep plan --zdim 2 --set amp=maybe --out p.csv", ["--set amp=maybe", "true or false"]),
+    C("sweep-plan/set-bool-wrong", nothing, "sweep plan --zdim 2 --set dose_mask=maybe --out p.csv", ["--set dose_mask=maybe", "true or false"]),
+    C("sweep-plan/set-tri-state-wrong", nothing, "sweep plan --zdim 2 --set amp=maybe --out p.csv", ["--set amp=maybe", "true, false or auto"]),
     C("sweep-plan/set-unknown-option", nothing, "sweep plan --zdim 2 --set learning_rate=1 --out p.csv", ["learning_rate", "not a training option"]),
     C("sweep-plan/set-out-of-range", nothing, "sweep plan --zdim 2 --set epochs=0 --out p.csv", ["--epochs 0", "at least 1"]),
     C("sweep-plan/set-bad-choice", nothing, "sweep plan --zdim 2 --set conf_estimation=magic --out p.csv", ["conf-estimation", "encoder"]),
