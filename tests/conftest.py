@@ -21,7 +21,7 @@ def shared_data() -> Path:
 
 # The longest files (minutes each on two cores), longest first: they start first under `make test`.
 LONGEST_FILES = (
-    "train/test_quality.py", "sweep/test_runner.py", "train/test_kill.py", "corpus/test_corpus.py",
+    "train/test_quality.py", "sweep/test_runner.py", "train/test_quality_one_class.py", "train/test_kill.py", "corpus/test_corpus.py",
     "test_permissions.py", "model/test_class_init.py", "cli/test_setup_kill.py",
     "pipeline/test_pipeline_render_run.py", "analysis/test_analyze.py", "analysis/test_small_data.py",
 )
