@@ -55,9 +55,6 @@ def analyze(
 ) -> None:
     """Analyse one epoch: class occupancy and volumes, PCA/UMAP, k-means volumes, traversals, STAR exports, report.html."""
     from hetfield.analysis.analyze import run_analysis
-    from hetfield.analysis.latent import parse_k
-
-    k = parse_k(k)
     with PhasedProgress(enabled=not quiet) as progress:
         out_dir, s = run_analysis(run, epoch=epoch, class_idx=class_idx, truth_dir=truth, k=k, out=out, convergence=convergence,
                                   use_umap=umap, device=device, data=data, n_traversal=n_traversal, progress=progress)

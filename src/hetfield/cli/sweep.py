@@ -56,11 +56,9 @@ def run(
     force: bool = typer.Option(False, "--force", help="Redo every run from scratch, even finished ones."),
 ) -> None:
     """Train, check convergence and analyse every run of the plan here, then summarise (resumable)."""
-    from hetfield.analysis.latent import parse_k
     from hetfield.sweep.runner import run_sweep
     from hetfield.train.config import load_config_file
 
-    k = parse_k(k)
     base = load_config_file(config) if config else None
     run_sweep(plan_file, data, out, base=base, truth=truth, force=force, echo=lambda m: typer.echo(m, err=True), use_umap=umap, analysis_k=k)
 

@@ -72,12 +72,14 @@ def run_sweep(
     analysis_k: int | str = "auto",
 ) -> dict[str, Any]:
     """Execute every run of the plan; returns ``{"runs": [...], "failed": [...], "summary": path}``."""
+    from hetfield.analysis.latent import parse_k
     from hetfield.data.dataset import Dataset
     from hetfield.errors import check_output_location
     from hetfield.sweep.plan import read_plan
     from hetfield.sweep.run_config import resolve_run
     from hetfield.train.prepare import check_same_settings
 
+    analysis_k = parse_k(analysis_k)  # a bad --k must stop the sweep before its first training, not after
     rows = read_plan(Path(plan_path))
     check_output_location(Path(out), "--out")
     Dataset.open(data).check_fresh()  # fail before any run on a missing or stale dataset
