@@ -145,8 +145,8 @@ def _recommendation_line(doc: dict[str, Any]) -> str:
     rid = doc.get("recommended")
     if not rid:
         return "recommended: none (" + "; ".join(doc.get("notes") or ["no run could be ranked"]) + ")"
+    from hetfield.sweep.summary import describe_run
+
     row = next(r for r in doc["runs"] if r["run_id"] == rid)
-    beta = "–" if row.get("beta") is None else f"{row['beta']:g}"
     where = f": {row['report']}" if row.get("report") else ""
-    return (f"recommended: {rid} (beta {beta}, zdim {row.get('zdim')}, {row.get('n_classes')} class(es), "
-            f"epoch {row.get('recommended_epoch')}, {row.get('verdict')}){where}")
+    return f"recommended: {rid} ({describe_run(row)}){where}"

@@ -95,6 +95,13 @@ LABELS = {
 }
 
 
+def describe_run(row: dict[str, Any]) -> str:
+    """A run in words, as the summary page and `sweep run` name the recommended one."""
+    beta = "–" if row.get("beta") is None else f"{row['beta']:g}"
+    return (f"beta {beta}, zdim {row.get('zdim')}, {row.get('n_classes')} class(es), "
+            f"epoch {row.get('recommended_epoch')}, {row.get('verdict')}")
+
+
 def _csv(rows: list[dict[str, Any]], ranking: list[str]) -> str:
     buf = io.StringIO()
     cols = ["rank"] + [c for c in COLUMNS if any(r.get(c) is not None for r in rows)] + ["run_dir"]
@@ -145,8 +152,7 @@ def _report(rows, rec, tmp: Path, final: Path) -> None:
     by_id = {r["run_id"]: r for r in rows}
     if rec.get("recommended"):
         best = by_id[rec["recommended"]]
-        beta = "–" if best["beta"] is None else f"{best['beta']:g}"
-        what = f"{best['run_id']}: beta {beta}, zdim {best['zdim']}, {best['n_classes']} class(es), epoch {best['recommended_epoch']} ({best['verdict']})"
+        what = f"{best['run_id']}: {describe_run(best)}"
         report.callout(what, "good" if best.get("verdict") == "converged" else "warn", "Recommended run")
     else:
         report.callout("no run could be ranked", "bad", "Recommended run")
