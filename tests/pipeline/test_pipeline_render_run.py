@@ -94,12 +94,12 @@ def test_setup(chain, modules, cli_env):
 
 
 def test_plan(chain, modules, cli_env):
-    """Empty beta: hetfield's 1/zdim; the settings become columns of every row."""
+    """Empty beta: hetfield's 2·std_noise² (2 at std_noise 1); the settings become columns of every row."""
     result = run_step(chain, modules, cli_env, "plan", "plan", [["", "2", "1,2"]], ext={"args": PLAN_ARGS})
     rows = list(csv.DictReader(result.output("plan")[0].open()))
     assert len(rows) == 2 and len({row["run_id"] for row in rows}) == 2
     assert sorted(row["n_classes"] for row in rows) == ["1", "2"]
-    assert {row["beta"] for row in rows} == {"0.5"}, "beta 1/zdim, hetfield's default, not one of the pipeline's"
+    assert {row["beta"] for row in rows} == {"2.0"}, "beta 2·std_noise², hetfield's default, not one of the pipeline's"
     for row in rows:
         assert {k: row[k] for k in PLAN_SETTINGS} == {k: str(v) for k, v in PLAN_SETTINGS.items()}
 

@@ -44,7 +44,7 @@ def test_the_yaml_is_every_setting_sweep_run_trains(plan, tmp_path, cli_env):
         runner = resolve_run(plan, row)
         assert resolve_config(out, {}) == runner, "`hetfield train --config` resolves the runner's TrainConfig"
         assert (written["epochs"], written["field_hidden"], written["lr"], written["dose_mask"]) == (2, 16, 0.002, False)
-        assert written["n_classes"] == row["n_classes"] and written["beta"] == 0.5
+        assert written["n_classes"] == row["n_classes"] and written["beta"] == 2.0
         assert out.read_text().splitlines().count("batch_size: 4") == 1, "one `option: value` line each (TRAIN reads batch_size)"
 
 
@@ -58,7 +58,7 @@ def test_a_base_config_sits_under_the_plan_row(plan, tmp_path):
 def test_an_unknown_run_is_one_line_naming_the_runs(plan, tmp_path, cli_env):
     proc = cli("sweep", "config", plan, "--run-id", "beta1-zdim9-k1", "--out", "x.yaml", cwd=tmp_path, env=cli_env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].endswith("no run 'beta1-zdim9-k1' in the plan; its runs are beta0p5-zdim2-k1, beta0p5-zdim2-k2")
+    assert proc.stderr.strip().splitlines()[-1].endswith("no run 'beta1-zdim9-k1' in the plan; its runs are beta2-zdim2-k1, beta2-zdim2-k2")
     assert not (tmp_path / "x.yaml").exists(), "nothing written"
 
 

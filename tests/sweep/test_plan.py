@@ -31,9 +31,10 @@ def test_ids_are_filesystem_safe_and_distinct():
     assert format_value(1e-5) == "1em05" and format_value(2.0) == "2" and format_value(0.25) == "0p25"
 
 
-def test_default_beta_is_one_over_zdim_and_zdim0_runs_once():
+def test_default_beta_is_the_elbo_weight_and_zdim0_runs_once():
     plan = make_plan(zdim="0,4", n_classes="2")
-    assert [(r["zdim"], r["beta"]) for r in plan.runs] == [(0, 0.0), (4, 0.25)]
+    assert [(r["zdim"], r["beta"]) for r in plan.runs] == [(0, 0.0), (4, 2.0)]
+    assert make_plan(zdim="4", base={"std_noise": 0.5}).runs[0]["beta"] == 0.5, "2·std_noise², as training's default"
     plan = make_plan(beta="0.1,1", zdim="0", n_classes="1")
     assert len(plan.runs) == 1 and plan.notes
 
@@ -81,7 +82,7 @@ def test_grid_file(tmp_path):
     out = tmp_path / "plan.csv"
     proc = run_cli("sweep", "plan", "--grid", grid, "--n-classes", "1,2", "--out", out)
     assert proc.returncode == 0, proc.stderr
-    assert [r["run_id"] for r in read_plan(out)] == ["beta0p5-zdim2-k1", "beta0p5-zdim2-k2", "beta0p25-zdim4-k1", "beta0p25-zdim4-k2"]
+    assert [r["run_id"] for r in read_plan(out)] == ["beta2-zdim2-k1", "beta2-zdim2-k2", "beta2-zdim4-k1", "beta2-zdim4-k2"]
     grid.write_text("grid:\n  lr: [1, 2]\n")
     assert_usage_error(run_cli("sweep", "plan", "--grid", grid, "--out", out), "unknown grid axis lr")
 

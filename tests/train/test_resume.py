@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -151,6 +152,32 @@ def _signal_once(monkeypatch, owner, name, when=lambda *a, **k: True):
     return seen
 
 
+def _called_from(function: str) -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_signal_during_the_latent_start_stops_before_training(tiny, tmp_path, monkeypatch):
+    """The encoder's factor-model start (train.latent_start) runs before the first step: a stop there
+    saves nothing and says so; the same command then starts the run afresh."""
+    import hetfield.train.class_start as class_init
+
+    sent = _signal_once(monkeypatch, class_init, "_batch_statistics", when=lambda *a, **k: _called_from("initialise_latent"))
+    with pytest.raises(Interrupted) as stop:
+        train(tmp_path / "run", tiny, TrainConfig(**TINY))
+    assert sent["sent"] and sent["after"] == 0, "no batch of the start was read after the signal"
+    assert stop.value.exit_code == 128 + signal.SIGINT and "before training started" in str(stop.value)
+    run = RunDir(tmp_path / "run")
+    assert not run.resume_path.exists() and run.epochs() == []
+    monkeypatch.undo()
+    train(tmp_path / "run", tiny, TrainConfig(**TINY), load="latest")
+    assert run.epochs() == [1, 2, 3]
+
+
 def _resume_and_compare(tiny, run: RunDir, straight: RunDir, cfg) -> None:
     train(run.path, tiny, cfg, load="latest")
     assert not run.resume_path.exists()
@@ -164,7 +191,7 @@ def test_a_signal_during_the_em_start_stops_it_at_once(tiny, tmp_path, monkeypat
     import hetfield.train.class_start as class_init
 
     cfg = TrainConfig(**PHASES, **TINY)
-    sent = _signal_once(monkeypatch, class_init, "_batch_statistics")
+    sent = _signal_once(monkeypatch, class_init, "_batch_statistics", when=lambda *a, **k: _called_from("lowres_em_labels"))
     solves = _signal_once(monkeypatch, class_init, "_solve_spd", when=lambda *a: False)  # counts EM iterations
     with pytest.raises(Interrupted) as stop:
         train(tmp_path / "run", tiny, cfg)
@@ -213,3 +240,29 @@ def test_a_signal_during_the_last_checkpoint_still_stops_with_its_code(tiny, tmp
     assert sent["sent"] and stop.value.exit_code == 128 + signal.SIGINT
     assert "the run is complete" in str(stop.value)
     assert run.epochs() == [1, 2] and not run.resume_path.exists()
+
+
+def test_a_run_written_before_the_latent_start_and_field_prior_resumes_as_it_was_trained(tiny, tmp_path):
+    """Runs of before issue 13 lack latent_start and field_prior, and their beta None meant 1/zdim:
+    they resume with what they were trained with (bit for bit), not with today's defaults."""
+    import yaml
+
+    before = {**TINY, "latent_start": "none", "field_prior": False, "beta": 0.5}
+    train(tmp_path / "straight", tiny, TrainConfig(**before))
+    train(tmp_path / "old", tiny, TrainConfig(**{**before, "epochs": 1}))
+    run = RunDir(tmp_path / "old")
+    config = yaml.safe_load(run.config_path.read_text())
+    for key in ("latent_start", "field_prior"):
+        del config["train"][key], config["model"][key]
+    config["train"]["beta"] = None  # the old default, 1/zdim = 0.5 at zdim 2
+    assert config["beta_effective"] == 0.5
+    run.config_path.write_text(yaml.safe_dump(config))
+    state = torch.load(run.weights_path(1), weights_only=True)
+    for key in ("latent_start", "field_prior"):
+        del state["shape"][key]
+        state["train"].pop(key, None)
+    state["train"]["beta"] = None
+    torch.save(state, run.weights_path(1))
+    proc = run_cli("train", run.path, "--data", tiny, "--load", "latest", "--epochs", "3", "-q")
+    assert proc.returncode == 0, proc.stderr
+    _assert_same_run(RunDir(tmp_path / "straight"), run, 3)

@@ -17,7 +17,7 @@ app = typer.Typer(
 @app.command("plan")
 def plan(
     out: Path = typer.Option(..., "--out", "-o", help="Plan file to write (CSV, one row per run)."),
-    beta: Optional[str] = typer.Option(None, "--beta", help="Comma-separated KL weights, e.g. 0.1,1 (default per run: 1/zdim)."),
+    beta: Optional[str] = typer.Option(None, "--beta", help="Comma-separated KL weights, e.g. 0.1,1 (default per run: 2·std_noise², the ELBO's)."),
     zdim: Optional[str] = typer.Option(None, "--zdim", help="Comma-separated latent dimensions, e.g. 4,8 (0: no latent)."),
     n_classes: Optional[str] = typer.Option(None, "--n-classes", help="Comma-separated numbers of classes, e.g. 1,3."),
     grid: Optional[Path] = typer.Option(None, "--grid", help="YAML with 'grid:' (beta/zdim/n_classes lists) and 'base:' (fixed options); command-line axes override it."),

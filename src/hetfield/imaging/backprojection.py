@@ -12,6 +12,11 @@ import torch
 
 from hetfield.imaging.precision import at_least_fp32, full_precision
 
+# The coarse grid of the linear low-resolution models (the mixture's EM class start, the encoder's
+# factor-model latent start): 8³ over 80 % of the box resolves about 5 px of radius at any box, where
+# nearly all the class signal of tomo-sim-50S lies and a J × J system (J ≤ 512) is small to solve.
+LOWRES_GRID_POINTS = 8
+
 
 def backprojection_grid(box: int, n: int) -> torch.Tensor:
     """``(J, 3)`` points ``(x, y, z)`` in pixels: an ``n³`` grid over 80 % of the box, inside its sphere."""

@@ -39,12 +39,15 @@ class Observation:
 @dataclass
 class Rendering:
     """Predicted slices ``(n, K, m)`` at ``k`` and ``-k``; the point ``mask (n, m)`` (dose mask) and
-    ``weights (m,)``: how often each decoded point counts at ``-k`` (0 for the origin, its own partner)."""
+    ``weights (m,)``: how often each decoded point counts at ``-k`` (0 for the origin, its own partner);
+    the fields' values before the transfer, ``values_k``/``values_mk``."""
 
     prediction_k: torch.Tensor
     prediction_mk: torch.Tensor
     mask: torch.Tensor
     weights: torch.Tensor
+    values_k: torch.Tensor | None = None  # (n, K, m) the fields' own values (no transfer), for their prior
+    values_mk: torch.Tensor | None = None
 
 
 def observe(model, batch, *, dose_weight: bool, dose_mask: bool) -> Observation:
@@ -66,4 +69,6 @@ def render(model, obs: Observation, z_img: torch.Tensor | None, n_classes: int |
     h_k = f[..., 0] - f[..., 1]
     h_mk = f[..., 0] + f[..., 1]
     factor = obs.transfer.factor[:, None, :]
-    return Rendering(prediction_k=factor * h_k, prediction_mk=factor * h_mk, mask=obs.mask, weights=model.points.partner_weight[:m])
+    return Rendering(
+        prediction_k=factor * h_k, prediction_mk=factor * h_mk, mask=obs.mask, weights=model.points.partner_weight[:m], values_k=h_k, values_mk=h_mk
+    )

@@ -13,7 +13,10 @@ Loss of particle ``p`` (all its images ``i``):
   ``err`` when one class takes all the weight), so ``beta`` means the same for every K;
 * ``loss_p = data_p + beta * KL_p / n_p`` (``n_p`` = decoded values of the particle: the data term
   is a per-value mean, so the KL is spread over the same values); autodecoder latents get the
-  matching Gaussian prior ``|z|²/2`` instead of the KL.
+  matching Gaussian prior ``|z|²/2`` instead of the KL;
+* with a field prior (:mod:`hetfield.train.field_prior`) ``+ sum_c sum_i w_i sum_k λ(|k|) |H_ic(k)|² /
+  sum_i w_i n_i``: the same per-value weighting as the error, every class's fields at the particle's
+  slices.
 """
 
 from __future__ import annotations
@@ -58,6 +61,13 @@ def mixture_data_term(err, wn_p, log_pi, std_noise: float, hold_classes: bool) -
     return data, torch.softmax(log_pi + loglik, dim=-1).detach()
 
 
+def field_prior_penalty(r: Rendering, batch, w: torch.Tensor, wn_p: torch.Tensor, prior_weight: torch.Tensor) -> torch.Tensor:
+    """``(P,)``: the fields' Gaussian prior at the batch's slices; ``prior_weight (m,)`` is ``λ`` per decoded point."""
+    keep, pw = r.mask, r.weights
+    pen = (keep[:, None, :] * prior_weight * (r.values_k**2 + pw * r.values_mk**2)).sum(-1).sum(-1)  # (n,)
+    return pen.new_zeros(batch.n_particles).index_add_(0, batch.image_particle, w * pen) / wn_p
+
+
 def latent_penalty(mu, logvar, like: torch.Tensor) -> torch.Tensor:
     """``(P,)``: the encoder's KL to N(0, 1), the autodecoder's ``|z|²/2``, or zeros without a latent."""
     if mu is not None and logvar is not None:
@@ -79,9 +89,11 @@ def objective(
     std_noise: float,
     tilt_weight: bool,
     hold_classes: bool,
+    prior_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The batch's ``loss`` (to minimise) and what training reports: ``data``, ``kl``, ``err``, and
-    with classes (``log_pi`` given) ``log_pi`` and ``responsibility``; ``mu``/``logvar`` with a latent."""
+    with classes (``log_pi`` given) ``log_pi`` and ``responsibility``; ``mu``/``logvar`` with a latent;
+    ``prior`` with ``prior_weight``."""
     se_img, n_img = image_errors(r, obs)
     w = tilt_weights(batch, n_img, tilt_weight)
     err, wn_p, n_p = particle_errors(batch, se_img, n_img, w)
@@ -93,6 +105,10 @@ def objective(
         data = err[:, 0]
     kl = latent_penalty(mu, logvar, data)
     loss = (data + beta * kl / n_p).mean()
+    if prior_weight is not None:
+        prior = field_prior_penalty(r, batch, w, wn_p, prior_weight)
+        loss = loss + prior.mean()
+        out["prior"] = prior.detach().mean()
     out.update(loss=loss, data=data.detach().mean(), kl=kl.detach().mean())
     if mu is not None:
         out["mu"] = mu.detach()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hetfield.imaging.backprojection import backprojection_grid, grid_radius_px
+from hetfield.imaging.backprojection import LOWRES_GRID_POINTS, backprojection_grid, grid_radius_px
 from hetfield.model.encoder import TiltSetEncoder, encoder_features
+from hetfield.model.factor_posterior import factor_posterior
 from hetfield.model.fields import NeuralFields
 from hetfield.model.forward import Observation, observe, render
 from hetfield.model.loss import objective
@@ -39,18 +40,32 @@ class Reconstruction(nn.Module):
         )
         self.encoder = None
         self.latents = None
+        self.register_buffer("factor_basis", None)  # the encoder's factor model, when it has one
         if shape.conf_estimation == "encoder" and zdim:
             grid = backprojection_grid(shape.box, shape.enc_grid)
             self.register_buffer("enc_points", grid, persistent=False)
             self.n_enc = self.points.count_within(grid_radius_px(shape.box, shape.enc_grid))
             torch.manual_seed(shape.seed + 3)
             self.encoder = TiltSetEncoder(grid.shape[0], zdim, shape.enc_hidden, shape.enc_layers, shape.enc_embed)
+            if shape.latent_start == "factor":
+                # The low-resolution factor model (model.factor_posterior), fitted before training by
+                # train.latent_start; the networks start at zero and learn what it misses.
+                coarse = backprojection_grid(shape.box, LOWRES_GRID_POINTS)
+                self.register_buffer("factor_grid", coarse, persistent=False)
+                self.n_factor_points = self.points.count_within(grid_radius_px(shape.box, LOWRES_GRID_POINTS))
+                self.register_buffer("factor_basis", torch.zeros(coarse.shape[0], zdim + 1))
+                self.register_buffer("factor_noise_var", torch.ones(()))
+                with torch.no_grad():
+                    self.encoder.head[-1].weight.zero_()
+                    self.encoder.head[-1].bias.zero_()
         elif shape.conf_estimation == "autodecoder" and zdim:
             self.latents = LatentTable(shape.n_particles, zdim, seed=shape.seed)
         # Radial amplitude of the data's slices (train.factory.estimate_amplitude_profile): the fields
         # predict F / A(|q|), a quantity of order one at every radius, which Adam fits far faster than
         # raw coefficients spanning orders of magnitude between low and high frequency.
         self.register_buffer("amplitude", torch.ones(int(shape.box * 0.5 * 3**0.5) + 2))
+        # The fields' prior per shell (train.field_prior): λ per decoded value, 0 where unset.
+        self.register_buffer("prior_weight", torch.zeros_like(self.amplitude) if shape.field_prior else None)
         self.scores = ScoreTable(shape.n_particles, shape.n_classes) if shape.n_classes > 1 else None
         self.poses = None
         if shape.pose_estimation == "refine":
@@ -88,7 +103,11 @@ class Reconstruction(nn.Module):
         """The encoder's ``(mu, logvar)`` of the batch's particles, in fp32 (under autocast its
         layers run in bf16; the latent noise, the KL and the fields' input ``z W_z`` take fp32)."""
         mu, logvar = self.encoder(*encoder_features(batch, obs, self.points, self.enc_points, self.n_enc))
-        return mu.float(), logvar.float()
+        mu, logvar = mu.float(), logvar.float()
+        if self.factor_basis is not None:
+            m0, lv0 = factor_posterior(self.points, self.factor_grid, self.n_factor_points, self.factor_basis, self.factor_noise_var, batch, obs)
+            mu, logvar = mu + m0, (logvar + lv0).clamp(-12.0, 6.0)
+        return mu, logvar
 
     def latent(self, batch, obs: Observation, generator: torch.Generator | None = None, sample: bool = True, noise: torch.Tensor | None = None):
         """``(mu, logvar, z)`` per particle (None where there is no latent; ``logvar`` None for a table).
@@ -133,8 +152,10 @@ class Reconstruction(nn.Module):
         z_img = z[batch.image_particle] if z is not None else None
         rendering = render(self, obs, z_img, 1 if consensus_only else None)
         log_pi = self.scores.log_probs(batch.particles) if self.scores is not None and not consensus_only else None
+        prior = self.prior_weight[self.points.radius_px[: obs.y_k.shape[1]].round().long()] if self.prior_weight is not None else None
         return objective(
-            rendering, obs, batch, mu=mu, logvar=logvar, log_pi=log_pi, beta=beta, std_noise=std_noise, tilt_weight=tilt_weight, hold_classes=hold_classes
+            rendering, obs, batch, mu=mu, logvar=logvar, log_pi=log_pi, beta=beta, std_noise=std_noise, tilt_weight=tilt_weight,
+            hold_classes=hold_classes, prior_weight=prior,
         )
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import field, fields, make_dataclass
 
-from hetfield.train.config import TrainConfig
+from hetfield.train.config import PREDATED, TrainConfig
 
 # The training options that decide the model's parameters (in checkpoint order).
 ARCHITECTURE_OPTIONS = (
@@ -25,10 +25,13 @@ ARCHITECTURE_OPTIONS = (
     "enc_layers",
     "enc_embed",
     "enc_grid",
+    "latent_start",
+    "field_prior",
     "seed",
 )
 
 _OPTION = {f.name: f for f in fields(TrainConfig)}
+
 
 
 def _from_config(cls, cfg: TrainConfig, dataset) -> "ModelShape":
@@ -38,11 +41,16 @@ def _from_config(cls, cfg: TrainConfig, dataset) -> "ModelShape":
     return cls(box=dataset.box, n_particles=dataset.n_particles, n_images=dataset.n_images, **options)
 
 
+def _from_stored(cls, stored: dict) -> "ModelShape":
+    """The shape a checkpoint stored (``asdict``); options it predates take their values of before."""
+    return cls(**{**PREDATED, **stored})
+
+
 ModelShape = make_dataclass(
     "ModelShape",
     [("box", int), ("n_particles", int), ("n_images", int)]
     + [(name, _OPTION[name].type, field(default=_OPTION[name].default)) for name in ARCHITECTURE_OPTIONS],
     frozen=True,
-    namespace={"from_config": classmethod(_from_config), "__doc__": "What fixes the model's parameters (stored with every checkpoint)."},
+    namespace={"from_config": classmethod(_from_config), "from_stored": classmethod(_from_stored), "__doc__": "What fixes the model's parameters (stored with every checkpoint)."},
 )
 ModelShape.__module__ = __name__

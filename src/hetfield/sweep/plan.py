@@ -109,11 +109,11 @@ def _check_values(beta: list[float], zdim: list[int], n_classes: list[int]) -> N
 
 
 def make_plan(beta=None, zdim=None, n_classes=None, base: dict[str, Any] | None = None) -> Plan:
-    """Expand the grid; ``beta`` defaults to ``1/zdim`` per run when not swept.
+    """Expand the grid; ``beta`` defaults to training's (``2·std_noise²``) per run when not swept.
 
     Runs with ``zdim 0`` have no latent, so beta does not matter: they are kept once, with beta 0.
     """
-    from hetfield.train.config import FIELD_NAMES
+    from hetfield.train.config import FIELD_NAMES, TrainConfig
 
     betas = _parse_list("beta", beta, float)
     zdims = _parse_list("zdim", zdim, int) or [8]
@@ -132,7 +132,7 @@ def make_plan(beta=None, zdim=None, n_classes=None, base: dict[str, Any] | None 
     notes: list[str] = []
     seen: set[str] = set()
     for b, z, k in itertools.product(betas or [None], zdims, ks):
-        bb = 0.0 if z == 0 else (b if b is not None else 1.0 / z)
+        bb = 0.0 if z == 0 else (b if b is not None else TrainConfig(zdim=z, std_noise=base.get("std_noise", 1.0)).effective_beta)
         if z == 0 and b not in (None, 0.0) and len(betas) > 1:
             note = "zdim 0 has no latent: beta does not apply, its runs are kept once with beta 0"
             if note not in notes:

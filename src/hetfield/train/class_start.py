@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from hetfield.data.batching import ParticleBatches
-from hetfield.imaging.backprojection import backprojection_grid, backprojection_phase, grid_radius_px
+from hetfield.imaging.backprojection import LOWRES_GRID_POINTS, backprojection_grid, backprojection_phase, grid_radius_px
 from hetfield.imaging.shifts import translate_hartley_pair
 from hetfield.imaging.transfer import transfer_of
 
-GRID_POINTS = 8
+GRID_POINTS = LOWRES_GRID_POINTS
 SCORE_STRENGTH = 3.0  # initial prior: softmax gives 0.95 to the EM class when K = 2
 EM_RESTARTS = 8
 EM_ITERATIONS = 30

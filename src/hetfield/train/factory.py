@@ -1,5 +1,5 @@
-"""The model a training builds: its shape from the options and the dataset, and the amplitude profile
-that preconditions its fields."""
+"""The model a training builds: its shape from the options and the dataset, the amplitude profile
+that preconditions its fields, and the starts fitted to the data before the first step."""
 
 from __future__ import annotations
 
@@ -67,3 +67,21 @@ def amplitude_profile(model, ds, cfg: TrainConfig, max_particles: int = 512, che
     sample = np.sort(rng.choice(ds.n_particles, size=min(ds.n_particles, max_particles), replace=False))
     batches = ParticleBatches(ds, model.points, 32, shuffle=False, particles=sample, prefetch=False, dose_mask=cfg.dose_mask)
     return estimate_amplitude_profile(model, checked(batches.epoch(0), check), dose_weight=cfg.dose_weight, dose_mask=cfg.dose_mask)
+
+
+def data_driven_start(model, ds, cfg: TrainConfig, device, particles, log, check: Callable[[], None], broadcast) -> None:
+    """A new run's starts fitted to the training ``particles``: the fields' prior per shell
+    (:mod:`.field_prior`) and the encoder's factor model (:mod:`.latent_start`), where the model has
+    them. ``broadcast(tensor)`` keeps rank 0's bits under torchrun (every rank fits the same)."""
+    if model.prior_weight is not None:
+        from hetfield.train.field_prior import initialise_field_prior
+
+        initialise_field_prior(model, ds, cfg, particles, log, check=check)
+        broadcast(model.prior_weight)
+        broadcast(model.amplitude)
+    if model.factor_basis is not None:
+        from hetfield.train.latent_start import initialise_latent
+
+        initialise_latent(model, ds, cfg, device, particles, log, check=check)
+        broadcast(model.factor_basis)
+        broadcast(model.factor_noise_var)

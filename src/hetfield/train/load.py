@@ -82,7 +82,7 @@ def load_trained(run_path: str | Path, epoch: int | str | None = None, device: s
     path = run.weights_path(e)
     state = load_checkpoint(path)
     try:
-        shape = ModelShape(**state["shape"])
+        shape = ModelShape.from_stored(state["shape"])
         model = Reconstruction(shape)
         model.load_state_dict(state["model"])
     except (TypeError, ValueError, RuntimeError, KeyError) as err:

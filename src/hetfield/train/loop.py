@@ -34,7 +34,7 @@ from hetfield.train.config import TrainConfig
 from hetfield.train.distributed import Distributed
 from hetfield.train.devices import autocast, resolve_device, resolve_precision, set_up_torch, to_device
 from hetfield.train.export import compute_latents, write_latents
-from hetfield.train.factory import amplitude_profile, build_model
+from hetfield.train.factory import amplitude_profile, build_model, data_driven_start
 from hetfield.train.load import restore, training_state
 from hetfield.train.optim import Optimizers
 from hetfield.train.prepare import RunLog, check_location, prepare_run, refuse, remove_if_empty, update_config_epochs, write_config
@@ -138,6 +138,16 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         if agreed:
             flag.setdefault("signum", agreed)
         stop_check(flag)()
+
+    def before_training(work) -> None:
+        """Run a start-up step (it calls ``check``); a stop there leaves nothing to resume."""
+        try:
+            work()
+        except StopRequested:
+            name = signal_name(flag["signum"])
+            log(f"stopped by {name} before training started; nothing saved", echo=False)
+            raise Interrupted(f"stopped by {name} before training started (nothing to resume); start it again with the same command or --load latest", flag["signum"]) from None
+
     set_up_torch(device, cfg.threads, cfg.seed)
     model, shape = build_model(ds, cfg)
     precision = resolve_precision(cfg.amp, device)
@@ -149,12 +159,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             + f": dataset {ds.path} ({ds.n_particles} particles, {ds.n_images} images, box {ds.box}), device {device}, precision {precision}"
             + (f", {dd.world_size} processes (torchrun)" if dd.enabled else "")
         )
-        try:
-            model.amplitude.copy_(amplitude_profile(model, ds, cfg, check=check))
-        except StopRequested:
-            name = signal_name(flag["signum"])
-            log(f"stopped by {name} before training started; nothing saved", echo=False)
-            raise Interrupted(f"stopped by {name} before training started (nothing to resume); start it again with the same command or --load latest", flag["signum"]) from None
+        before_training(lambda: model.amplitude.copy_(amplitude_profile(model, ds, cfg, check=check)))
     try:
         model.to(device)
     except RuntimeError as err:
@@ -187,6 +192,8 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
     train_particles, val_particles = split_validation(ds.n_particles, fraction, cfg.seed)
     if state is None and len(val_particles):
         log(f"holding out {len(val_particles)} of {ds.n_particles} particles to measure the validation loss")
+    if state is None:
+        before_training(lambda: data_driven_start(model, ds, cfg, device, train_particles, log, check, dd.broadcast_))
     loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
     beta = cfg.effective_beta
     last_metrics: dict[str, Any] = {}
