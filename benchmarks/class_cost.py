@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=3, help="K of the mixture rows")
     parser.add_argument("--steps", type=int, default=8, help="timed optimiser steps per row")
     parser.add_argument("--threads", type=int, help="torch CPU threads (OMP_NUM_THREADS) for every row")
+    parser.add_argument("--no-sparse", action="store_true", help="skip the sparse rows (e.g. to measure a tree without sparse decoding)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     env = dict(os.environ)
@@ -52,7 +53,7 @@ def main() -> None:
     print(f"{'box':>4} {'tilts':>5} {'K':>2} {'decode':>7} {'images/s':>9} {'images/CPU-s':>12} {'vs K=1':>7} {'peak RSS MB':>11} {'load':>5}", flush=True)
     for box in (int(b) for b in args.boxes.split(",")):
         one = None
-        for classes, sparse in ((1, False), (k, False), (k, True)):
+        for classes, sparse in ((1, False), (k, False)) + (() if args.no_sparse else ((k, True),)):
             r = measure(box, args.tilts, classes, args.steps, sparse, env)
             rows.append(r)
             one = one or r

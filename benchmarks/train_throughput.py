@@ -123,7 +123,6 @@ def run_one(
 
     import torch
 
-    from hetfield.model.forward import ClassSelection
 
     from hetfield.data.batching import ParticleBatches
     from hetfield.train.config import TrainConfig
@@ -156,11 +155,14 @@ def run_one(
                     torch.cuda.reset_peak_memory_stats()
             classes = None
             if sparse and k > 1:
+                from hetfield.model.forward import ClassSelection
+
                 active = torch.nn.functional.one_hot(batch.particles % k, k).bool()
                 classes = ClassSelection.of(active, batch.image_particle)
             batch = to_device(batch, dev)
             with autocast(dev, precision):
-                out = model(batch, beta=cfg.effective_beta, std_noise=cfg.std_noise, generator=gen, classes=classes)
+                # ``classes`` only when sparse: the same script then also measures older trees
+                out = model(batch, beta=cfg.effective_beta, std_noise=cfg.std_noise, generator=gen, **({"classes": classes} if classes is not None else {}))
             opt.zero_grad()
             out["loss"].backward()
             opt.step()
