@@ -174,6 +174,8 @@ def run_one(
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         cpu_seconds = time.process_time() - c0
+        # The training steps' peak, before the MLP-alone measurement below (which runs every class).
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         q = model.points.frequencies_3d(last.rotation, last.extent)
         z = torch.zeros(q.shape[0], model.zdim, device=dev) if model.zdim else None
         mlp = _mlp_tflops(model, q, z, k, dev, precision)
@@ -195,7 +197,7 @@ def run_one(
         "mlp_TFLOPs": float(f"{mlp:.4g}"),
         "bf16_peak_TFLOPs": peak,
         "bf16_peak_share": float(f"{mlp / peak:.4g}") if peak else None,
-        "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_MB": round(peak_rss, 1),
     }
     if amp:
         result["peak_gpu_MB"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)

@@ -1,4 +1,4 @@
-"""K neural fields evaluated as one batched computation.
+"""K neural fields: stacked weights, evaluated class by class in chunks of points.
 
 Each field maps a 3D frequency ``q`` (cycles/voxel, ``|q| <= 0.5`` inside the decoded sphere) and a
 latent ``z`` to the volume's Fourier coefficient ``F_k(q, z)`` (real and imaginary parts). Hermitian
@@ -9,7 +9,9 @@ half-space ``q_z >= 0`` and the other half is its conjugate. Hartley values foll
 Architecture: frozen Gaussian random Fourier features ``[sin 2πqB, cos 2πqB]`` (one matrix product),
 then a residual MLP. ``z`` enters as a bias of the first layer (``PE(q) W_q + z W_z``): ``z W_z`` is
 computed once per image rather than once per point. The K fields keep stacked weights
-``(K, in, out)`` and run with ``einsum``; there is no Python loop over classes.
+``(K, in, out)`` (one parameter each, so data-parallel and optimisers see K fields as one), and run
+one class at a time on chunks of at most ``CHUNK_POINTS`` points, each class only on the images
+given to it (sparse class decoding, :mod:`hetfield.train.class_decoding`).
 """
 
 from __future__ import annotations
