@@ -173,3 +173,35 @@ def test_sparse_decoding_keeps_classes_and_validation_loss(three_class, tmp_path
     assert all(done == every for training, done, every in sparse["calls"] if not training)
     train_pairs = lambda calls: sum(done for training, done, _ in calls if training)  # noqa: E731
     assert train_pairs(sparse["calls"]) < 0.75 * train_pairs(full["calls"])
+
+
+@pytest.fixture(scope="module")
+def tiny_two_class(tmp_path_factory):
+    return simulate_and_setup(tmp_path_factory.mktemp("tiny2"), "d", n_particles=16, n_classes=2, n_tilts=5, box=24, snr=1.0, seed=4) / "dataset"
+
+
+def test_an_interrupted_sparse_epoch_resumes_bit_for_bit(tiny_two_class, tmp_path):
+    """The epoch's table comes from the posteriors at its start; the particles a resumed epoch still
+    has to train were not visited since, so it takes the same table (and the same steps)."""
+    import os
+    import signal
+
+    from hetfield.errors import Interrupted
+    from hetfield.train.loop import train
+    from hetfield.train.rundir import RunDir
+
+    from .test_resume import _assert_same_run
+
+    # class_init 1, no hold, a full pass every 2 epochs: epoch index 1 full, 2 sparse.
+    cfg = TrainConfig(n_classes=2, epochs=3, batch_size=3, class_hold_epochs=0, class_full_pass_every=2, **{**TINY, "zdim": 2, "enc_hidden": 32, "enc_embed": 16, "enc_grid": 4})
+    train(tmp_path / "straight", tiny_two_class, cfg)
+    assert RunDir(tmp_path / "straight").metrics()[2]["class_decode_fraction"] < 1.0  # epoch 3 was sparse
+
+    def interrupt(epoch, step, info):
+        if epoch == 2 and step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        train(tmp_path / "resumed", tiny_two_class, cfg, progress=interrupt)
+    train(tmp_path / "resumed", tiny_two_class, cfg, load="latest")
+    _assert_same_run(RunDir(tmp_path / "straight"), RunDir(tmp_path / "resumed"), 3)
