@@ -114,10 +114,15 @@ def _mlp_tflops(model, q, z, k: int, dev, precision: str, repeats: int = 5) -> f
     return repeats * field_flops(model.fields, q.shape[0] * q.shape[1], k)[1] / (time.perf_counter() - t0) / 1e12
 
 
-def run_one(box: int, tilts: int, k: int, device: str, steps: int, precision: str = "auto", tiny: bool = False, peak_tflops: float | None = None) -> dict:
+def run_one(
+    box: int, tilts: int, k: int, device: str, steps: int, precision: str = "auto", tiny: bool = False, peak_tflops: float | None = None, sparse: bool = False
+) -> dict:
+    """``sparse`` (K > 1): each particle decoded by one class (``particle % K``), the steady state of
+    sparse class decoding once posteriors are confident (train.class_decoding)."""
     import resource
 
     import torch
+
 
     from hetfield.data.batching import ParticleBatches
     from hetfield.train.config import TrainConfig
@@ -139,18 +144,25 @@ def run_one(box: int, tilts: int, k: int, device: str, steps: int, precision: st
         set_up_torch(dev, None, 0)  # TF32 on CUDA, as training has it
         loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=0, dose_mask=cfg.dose_mask)
         images = points = 0
-        t0 = None
+        t0 = c0 = None
         last = None
         for i, batch in enumerate(loader.epoch(0)):
             if i == 3:  # warm-up done (allocator, autotuning, first reads)
                 if amp:
                     torch.cuda.synchronize()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 if amp:
                     torch.cuda.reset_peak_memory_stats()
+            classes = None
+            if sparse and k > 1:
+                from hetfield.model.forward import ClassSelection
+
+                active = torch.nn.functional.one_hot(batch.particles % k, k).bool()
+                classes = ClassSelection.of(active, batch.image_particle)
             batch = to_device(batch, dev)
             with autocast(dev, precision):
-                out = model(batch, beta=cfg.effective_beta, std_noise=cfg.std_noise, generator=gen)
+                # ``classes`` only when sparse: the same script then also measures older trees
+                out = model(batch, beta=cfg.effective_beta, std_noise=cfg.std_noise, generator=gen, **({"classes": classes} if classes is not None else {}))
             opt.zero_grad()
             out["loss"].backward()
             opt.step()
@@ -161,25 +173,31 @@ def run_one(box: int, tilts: int, k: int, device: str, steps: int, precision: st
         if amp:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        cpu_seconds = time.process_time() - c0
+        # The training steps' peak, before the MLP-alone measurement below (which runs every class).
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         q = model.points.frequencies_3d(last.rotation, last.extent)
         z = torch.zeros(q.shape[0], model.zdim, device=dev) if model.zdim else None
         mlp = _mlp_tflops(model, q, z, k, dev, precision)
     name = torch.cuda.get_device_name(dev) if amp else f"{torch.get_num_threads()} CPU threads"
     peak = peak_tflops or (bf16_peak(name) if amp else None)
-    step_tflops = field_flops(model.fields, points, k)[1] / seconds / 1e12
+    step_tflops = field_flops(model.fields, points, 1 if sparse and k > 1 else k)[1] / seconds / 1e12  # sparse: one field per image
     result = {
         "device": f"{dev} ({name})",
         "precision": precision,
         "box": box,
         "tilts": tilts,
         "classes": k,
+        "decode": "sparse" if sparse and k > 1 else "full",
         "images_per_s": round(images / seconds, 1),
+        # On a shared machine the CPU time the process got is the steadier measure of its work.
+        "images_per_cpu_s": round(images / cpu_seconds, 1),
         "particles_per_s": round(images / tilts / seconds, 2),
         "step_field_TFLOPs": float(f"{step_tflops:.4g}"),
         "mlp_TFLOPs": float(f"{mlp:.4g}"),
         "bf16_peak_TFLOPs": peak,
         "bf16_peak_share": float(f"{mlp / peak:.4g}") if peak else None,
-        "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_MB": round(peak_rss, 1),
     }
     if amp:
         result["peak_gpu_MB"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
@@ -198,11 +216,12 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, if its name is not in the table")
     parser.add_argument("--tiny", action="store_true", help="a tiny model (fields 2x32): checks that the benchmark runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--sparse", action="store_true", help="K > 1: one decoded class per particle (sparse class decoding's steady state)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         box, tilts, k, precision = args.one.split(",")
-        print(json.dumps(run_one(int(box), int(tilts), int(k), args.device, args.steps, precision, args.tiny, args.peak_tflops)))
+        print(json.dumps(run_one(int(box), int(tilts), int(k), args.device, args.steps, precision, args.tiny, args.peak_tflops, args.sparse)))
         return
     rows = []
     cuda = args.device.startswith("cuda") or (args.device == "auto" and _cuda_available())
@@ -214,7 +233,7 @@ def main() -> None:
     print(f"{'box':>4} {'tilts':>5} {'K':>2} {'prec':>10} {'images/s':>9} {'step TF/s':>9} {'MLP TF/s':>9} {'peak %':>6} {'RSS MB':>8}  device", flush=True)
     for box, tilts, k, precision in grid:
         cmd = [sys.executable, __file__, "--one", f"{box},{tilts},{k},{precision}", "--device", args.device, "--steps", str(args.steps)]
-        cmd += (["--tiny"] if args.tiny else []) + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else [])
+        cmd += (["--tiny"] if args.tiny else []) + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []) + (["--sparse"] if args.sparse else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
         if proc.returncode:
             print(proc.stderr, file=sys.stderr)

@@ -37,3 +37,17 @@ def test_field_flops_follow_the_shapes():
     fwd, total = field_flops(f, 10, 2)
     assert fwd == 2 * 10 * (2 * 11 * 8 + 2 * 2 * 8 * 8 + 2 * 8 * 2)
     assert total == 3 * fwd - 2 * 10 * 2 * 11 * 8
+
+
+def test_the_class_cost_rows_run_sparse_decoding(tmp_path):
+    """``--sparse``: one field per image, so the step's field FLOPs count one class (the ratio the
+    README's K = 3 / K = 1 table reports comes from these rows)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--device", "cpu", "--tiny", "--boxes", "16", "--tilts", "3", "--classes", "3", "--steps", "2", "--sparse", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert (row["classes"], row["decode"]) == (3, "sparse")
+    assert row["images_per_s"] > 0 and row["images_per_cpu_s"] > 0 and row["peak_rss_MB"] > 0

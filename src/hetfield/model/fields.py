@@ -1,4 +1,4 @@
-"""K neural fields evaluated as one batched computation.
+"""K neural fields: stacked weights, evaluated class by class in chunks of points.
 
 Each field maps a 3D frequency ``q`` (cycles/voxel, ``|q| <= 0.5`` inside the decoded sphere) and a
 latent ``z`` to the volume's Fourier coefficient ``F_k(q, z)`` (real and imaginary parts). Hermitian
@@ -9,7 +9,9 @@ half-space ``q_z >= 0`` and the other half is its conjugate. Hartley values foll
 Architecture: frozen Gaussian random Fourier features ``[sin 2πqB, cos 2πqB]`` (one matrix product),
 then a residual MLP. ``z`` enters as a bias of the first layer (``PE(q) W_q + z W_z``): ``z W_z`` is
 computed once per image rather than once per point. The K fields keep stacked weights
-``(K, in, out)`` and run with ``einsum``; there is no Python loop over classes.
+``(K, in, out)`` (one parameter each, so data-parallel and optimisers see K fields as one), and run
+one class at a time on chunks of at most ``CHUNK_POINTS`` points, each class only on the images
+given to it (sparse class decoding, :mod:`hetfield.train.class_decoding`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ import torch
 from torch import nn
 
 from hetfield.imaging.precision import at_least_fp32, full_precision
+
+
+# Points per chunk of the field MLP: activations of 8192 × 256 fp32 are 8 MB, below glibc's mmap
+# threshold (so allocations reuse the heap) and near the fastest chunk measured at box 32 and 64.
+CHUNK_POINTS = 8192
 
 
 class FourierFeatures(nn.Module):
@@ -42,6 +49,22 @@ class FourierFeatures(nn.Module):
         with full_precision(q):
             x = (2 * math.pi) * (q @ self.b.to(q.dtype))
             return torch.cat([torch.sin(x), torch.cos(x), 2 * q], dim=-1)
+
+
+class _ResidualReLU(torch.autograd.Function):
+    """``h + relu(a)``, keeping for the backward only the sign of ``a`` (one byte a value): autograd's
+    own relu kept its fp32 output for every hidden layer, 2 of the 5 activation tensors a field saves."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        positive = a > 0
+        ctx.save_for_backward(positive)
+        return h + torch.relu(a)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (positive,) = ctx.saved_tensors
+        return grad, grad * positive
 
 
 def _init_stack(k: int, fan_in: int, fan_out: int, g: torch.Generator, gain: float = 1.0, jitter: float = 0.0) -> torch.Tensor:
@@ -92,29 +115,67 @@ class NeuralFields(nn.Module):
         self.b_hidden = nn.Parameter(torch.zeros(k, max(layers - 1, 0), 1, h))
         self.w_out = nn.Parameter(_init_stack(k, h, 2, g, gain=0.1, jitter=j))
         self.b_out = nn.Parameter(torch.zeros(k, 1, 2))
+        self.chunk_points = CHUNK_POINTS
 
-    def forward(self, q: torch.Tensor, z: torch.Tensor | None = None, n_classes: int | None = None) -> torch.Tensor:
-        """``n_classes`` evaluates only the first classes (the consensus phase trains field 0 alone)."""
+    def forward(
+        self, q: torch.Tensor, z: torch.Tensor | None = None, n_classes: int | None = None, images: list[torch.Tensor | None] | None = None
+    ) -> torch.Tensor:
+        """``n_classes`` evaluates only the first classes (the consensus phase trains field 0 alone);
+        ``images[c]`` (indices into the batch, or None for all) only those images for class ``c``
+        (sparse class decoding): the others' values for that class are zeros and get no gradient."""
         k = self.n_classes if n_classes is None else n_classes
+        if self.w_z is not None and z is None:
+            raise ValueError("this field needs a latent z")
         n, m, _ = q.shape
         # Fold every q into the half-space q_z >= 0; the folded points get the conjugate.
         flip = q[..., 2] < 0
         q_half = torch.where(flip[..., None], -q, q)
-        x = self.features(q_half).reshape(1, n * m, -1)  # (1, N·M, P), shared by the K fields
-        # Activations stay (K, N·M, H): every layer is one batched matmul over the classes,
-        # with no permutation or copy between layers.
-        h = torch.baddbmm(self.b_in[:k], x.expand(k, -1, -1), self.w_in[:k])
-        if self.w_z is not None:
-            if z is None:
-                raise ValueError("this field needs a latent z")
-            zw = torch.matmul(z[None], self.w_z[:k])  # (K, N, H): once per image, not per point
-            h = (h.view(k, n, m, -1) + zw[:, :, None, :]).view(k, n * m, -1)
-        h = torch.relu(h)
-        for layer in range(self.layers - 1):
-            h = h + torch.relu(torch.baddbmm(self.b_hidden[:k, layer], h, self.w_hidden[:k, layer]))
-        out = torch.baddbmm(self.b_out[:k], h, self.w_out[:k]).view(k, n, m, 2).permute(1, 0, 2, 3)  # (N, K, M, 2)
+        per_chunk = max(1, self.chunk_points // max(m, 1))
+        outs = []
+        for c in range(k):
+            idx = None if images is None else images[c]
+            rows = n if idx is None else int(idx.shape[0])
+            # One class at a time, in chunks of images: every activation stays a plain 2D matrix of
+            # at most ``chunk_points`` rows (a few MB). One (K, N·M, H) batch was 4-5× slower per
+            # value at K = 3 on CPU: tensors beyond glibc's 32 MB mmap threshold are fresh pages
+            # (page faults and zeroing) at every allocation, and they miss every cache.
+            weights = self._class_weights(c)
+            pieces = []
+            for s in range(0, rows, per_chunk):
+                sel = slice(s, s + per_chunk) if idx is None else idx[s : s + per_chunk]
+                pieces.append(self._mlp(weights, q_half[sel], z[sel] if z is not None else None))
+            outs.append((idx, torch.cat(pieces) if len(pieces) > 1 else pieces[0] if pieces else None))
+        dtype = next((o.dtype for _, o in outs if o is not None), q.dtype)
+        full = []
+        for idx, o in outs:
+            if idx is None and o is not None:
+                full.append(o.to(dtype))
+            else:
+                zeros = q.new_zeros(n, m, 2, dtype=dtype)
+                full.append(zeros if o is None else zeros.index_copy(0, idx, o.to(dtype)))
+        out = torch.stack(full, 1)  # (N, K, M, 2)
         re, im = out[..., 0], out[..., 1]
         im = torch.where(flip[:, None, :], -im, im)
         # F(0) of a real volume is real.
         im = torch.where((q.abs().sum(-1) == 0)[:, None, :], torch.zeros_like(im), im)
         return torch.stack([re, im], dim=-1)
+
+    def _class_weights(self, c: int) -> tuple:
+        """Field ``c``'s weights, selected once per forward (one select node per class: the chunks
+        share it, so the backward accumulates small per-class gradients, not one full stack per chunk)."""
+        hidden = [(self.w_hidden[c, layer], self.b_hidden[c, layer, 0]) for layer in range(self.layers - 1)]
+        return self.w_in[c], self.b_in[c, 0], None if self.w_z is None else self.w_z[c], hidden, self.w_out[c], self.b_out[c, 0]
+
+    def _mlp(self, weights: tuple, q_half: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """One field on ``q_half (r, m, 3)`` with latents ``z (r, zdim)``: ``(r, m, 2)``."""
+        w_in, b_in, w_z, hidden, w_out, b_out = weights
+        r, m, _ = q_half.shape
+        x = self.features(q_half).reshape(r * m, -1)
+        h = torch.addmm(b_in, x, w_in)
+        if w_z is not None:
+            # z enters as a per-image bias: z W_z once per image, not per point.
+            h = (h.view(r, m, -1) + torch.matmul(z, w_z)[:, None, :]).view(r * m, -1)
+        h = torch.relu(h)
+        for w, b in hidden:
+            h = _ResidualReLU.apply(h, torch.addmm(b, h, w))
+        return torch.addmm(b_out, h, w_out).view(r, m, 2)

@@ -37,6 +37,30 @@ class Observation:
 
 
 @dataclass
+class ClassSelection:
+    """Sparse class decoding of one batch: the (particle, class) pairs decoded.
+
+    ``active (P, K)`` bool, at least one class per particle; ``images[c]``: the batch's images
+    decoded by field ``c`` (None: all of them), so each field runs only on its images.
+    """
+
+    active: torch.Tensor
+    images: list
+
+    @classmethod
+    def of(cls, active: torch.Tensor, image_particle: torch.Tensor) -> "ClassSelection":
+        """From ``active (P, K)`` and the batch's ``image_particle (n,)``, both on the CPU (the
+        index lists are built there, so a GPU step waits for nothing)."""
+        per_image = active[image_particle]
+        images = [None if bool(col.all()) else torch.nonzero(col).squeeze(1) for col in per_image.T]
+        return cls(active=active, images=images)
+
+    def to(self, device, non_blocking: bool = False) -> "ClassSelection":
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return ClassSelection(active=move(self.active), images=[move(i) for i in self.images])
+
+
+@dataclass
 class Rendering:
     """Predicted slices ``(n, K, m)`` at ``k`` and ``-k``; the point ``mask (n, m)`` (dose mask) and
     ``weights (m,)``: how often each decoded point counts at ``-k`` (0 for the origin, its own partner);
@@ -60,12 +84,16 @@ def observe(model, batch, *, dose_weight: bool, dose_mask: bool) -> Observation:
     return Observation(rotation=rotation, y_k=y_k, y_mk=y_mk, transfer=t, mask=t.keep.to(y_k.dtype))
 
 
-def render(model, obs: Observation, z_img: torch.Tensor | None, n_classes: int | None = None) -> Rendering:
+def render(model, obs: Observation, z_img: torch.Tensor | None, n_classes: int | None = None, classes: ClassSelection | None = None) -> Rendering:
     """Every class's (or the first ``n_classes``') predicted slices at the observation's poses and
-    per-image latents ``z_img (n, zdim)``."""
+    per-image latents ``z_img (n, zdim)``; with ``classes``, only the selected (image, class) pairs
+    (the others are zero)."""
     m = obs.y_k.shape[1]
     q = model.points.frequencies_3d(obs.rotation, m)
-    f = model.field_values(q, z_img, n_classes)  # (n, K, m, 2) Fourier coefficients
+    if classes is None:
+        f = model.field_values(q, z_img, n_classes)  # (n, K, m, 2) Fourier coefficients
+    else:
+        f = model.field_values(q, z_img, n_classes, images=classes.images)
     h_k = f[..., 0] - f[..., 1]
     h_mk = f[..., 0] + f[..., 1]
     factor = obs.transfer.factor[:, None, :]

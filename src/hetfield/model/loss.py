@@ -15,8 +15,16 @@ Loss of particle ``p`` (all its images ``i``):
   is a per-value mean, so the KL is spread over the same values); autodecoder latents get the
   matching Gaussian prior ``|z|²/2`` instead of the KL;
 * with a field prior (:mod:`hetfield.train.field_prior`) ``+ sum_c sum_i w_i sum_k λ(|k|) |H_ic(k)|² /
-  sum_i w_i n_i``: the same per-value weighting as the error, every class's fields at the particle's
-  slices.
+  sum_i w_i n_i``: the same per-value weighting as the error, every decoded class's fields at the
+  particle's slices.
+
+Sparse class decoding (``active``, chosen by :mod:`hetfield.train.class_decoding`): only the classes
+``A_p`` holding posterior mass are decoded, and the prior is renormalised over them, so the data term
+is ``-logsumexp_{c∈A} [log π̃_pc + loglik_pc]`` with ``π̃ = π / π(A)``: the likelihood given that the
+class is in ``A``. It differs from the full term by ``(2σ²/n_p)·|log(1-δ) - log(1-ε)|`` nats per
+value at most, ``δ`` the posterior and ``ε`` the prior mass of the dropped classes (the field
+gradients by the weight ``δ`` they would have had); dropped classes get responsibility 0, and their
+scores no gradient, so the score table never pushes them towards -inf.
 """
 
 from __future__ import annotations
@@ -48,11 +56,21 @@ def particle_errors(batch, se_img: torch.Tensor, n_img: torch.Tensor, w: torch.T
     return se_p / wn_p[:, None], wn_p, n_p
 
 
-def mixture_data_term(err, wn_p, log_pi, std_noise: float, hold_classes: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(data_p (P,), responsibilities (P, K))`` of a mixture (see the module docstring)."""
+def mixture_data_term(err, wn_p, log_pi, std_noise: float, hold_classes: bool, active: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(data_p (P,), responsibilities (P, K))`` of a mixture (see the module docstring).
+
+    ``active (P, K)`` bool (sparse class decoding): only these classes were decoded; ``log_pi`` is
+    then the prior renormalised over them (-inf elsewhere, :meth:`Reconstruction.class_log_prior`),
+    so the others drop out of the logsumexp and get responsibility 0 and no gradient.
+    """
     # Gaussian log-likelihood of all the particle's (tilt-weighted) values under each class.
     two_var = 2.0 * std_noise * std_noise
     loglik = -wn_p[:, None] * err / two_var
+    if active is not None:
+        # An undecoded class's err is of a zero prediction: keep it out of every sum (where, not a
+        # product: -inf · 0 would be NaN).
+        loglik = torch.where(active, loglik, torch.zeros_like(loglik))
+        err = torch.where(active, err, torch.zeros_like(err))
     if hold_classes:
         # The partition is held at the score table's prior: each field learns its own particles.
         data = (torch.softmax(log_pi.detach(), dim=-1) * err).sum(-1)
@@ -89,17 +107,19 @@ def objective(
     std_noise: float,
     tilt_weight: bool,
     hold_classes: bool,
+    active: torch.Tensor | None = None,
     prior_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The batch's ``loss`` (to minimise) and what training reports: ``data``, ``kl``, ``err``, and
-    with classes (``log_pi`` given) ``log_pi`` and ``responsibility``; ``mu``/``logvar`` with a latent;
+    with classes (``log_pi`` given) ``log_pi`` and ``responsibility``; ``mu``/``logvar`` with a latent.
+    ``active (P, K)``: the classes decoded per particle (sparse class decoding; None: all);
     ``prior`` with ``prior_weight``."""
     se_img, n_img = image_errors(r, obs)
     w = tilt_weights(batch, n_img, tilt_weight)
     err, wn_p, n_p = particle_errors(batch, se_img, n_img, w)
     out: dict[str, torch.Tensor] = {"err": err.detach()}
     if log_pi is not None:
-        data, out["responsibility"] = mixture_data_term(err, wn_p, log_pi, std_noise, hold_classes)
+        data, out["responsibility"] = mixture_data_term(err, wn_p, log_pi, std_noise, hold_classes, active)
         out["log_pi"] = log_pi.detach()
     else:
         data = err[:, 0]

@@ -14,7 +14,7 @@ from hetfield.imaging.backprojection import LOWRES_GRID_POINTS, backprojection_g
 from hetfield.model.encoder import TiltSetEncoder, encoder_features
 from hetfield.model.factor_posterior import factor_posterior
 from hetfield.model.fields import NeuralFields
-from hetfield.model.forward import Observation, observe, render
+from hetfield.model.forward import ClassSelection, Observation, observe, render
 from hetfield.model.loss import objective
 from hetfield.model.points import LatticePoints
 from hetfield.model.shape import ModelShape
@@ -82,9 +82,10 @@ class Reconstruction(nn.Module):
         lo = lo.long()
         return self.amplitude[lo] * (1 - frac) + self.amplitude[lo + 1] * frac
 
-    def field_values(self, q: torch.Tensor, z: torch.Tensor | None, n_classes: int | None = None) -> torch.Tensor:
-        """``(N, K, M, 2)`` Fourier coefficients: the fields' output times the amplitude profile."""
-        f = self.fields(q, z, n_classes).float()
+    def field_values(self, q: torch.Tensor, z: torch.Tensor | None, n_classes: int | None = None, images: list | None = None) -> torch.Tensor:
+        """``(N, K, M, 2)`` Fourier coefficients: the fields' output times the amplitude profile
+        (``images[c]``: only those of the N for class ``c``, zeros elsewhere)."""
+        f = self.fields(q, z, n_classes, images).float()
         return f * self.amplitude_at(q)[:, None, :, None]
 
     def parameter_groups(self, lr: float, weight_decay: float, lr_encoder: float | None = None):
@@ -144,19 +145,32 @@ class Reconstruction(nn.Module):
         consensus_only: bool = False,
         hold_classes: bool = False,
         noise: torch.Tensor | None = None,
+        classes: ClassSelection | None = None,
     ) -> dict[str, torch.Tensor]:
         """The objective of a batch (:func:`hetfield.model.loss.objective`). ``consensus_only`` trains
-        field 0 alone (the start of a mixture, see :mod:`hetfield.train.class_start`)."""
+        field 0 alone (the start of a mixture, see :mod:`hetfield.train.class_start`); ``classes``
+        decodes only the selected classes of each particle (sparse class decoding)."""
+        if classes is not None and (self.scores is None or consensus_only):
+            classes = None  # one field: nothing to choose
+        if classes is not None:
+            classes = classes.to(batch.particles.device, non_blocking=True)
         obs = observe(self, batch, dose_weight=dose_weight, dose_mask=dose_mask)
         mu, logvar, z = self.latent(batch, obs, generator, sample, noise)
         z_img = z[batch.image_particle] if z is not None else None
-        rendering = render(self, obs, z_img, 1 if consensus_only else None)
-        log_pi = self.scores.log_probs(batch.particles) if self.scores is not None and not consensus_only else None
+        rendering = render(self, obs, z_img, 1 if consensus_only else None, classes)
+        log_pi = self.class_log_prior(batch.particles, None if classes is None else classes.active) if self.scores is not None and not consensus_only else None
         prior = self.prior_weight[self.points.radius_px[: obs.y_k.shape[1]].round().long()] if self.prior_weight is not None else None
         return objective(
-            rendering, obs, batch, mu=mu, logvar=logvar, log_pi=log_pi, beta=beta, std_noise=std_noise, tilt_weight=tilt_weight,
-            hold_classes=hold_classes, prior_weight=prior,
+            rendering, obs, batch, mu=mu, logvar=logvar, log_pi=log_pi, beta=beta, std_noise=std_noise, tilt_weight=tilt_weight, hold_classes=hold_classes,
+            active=None if classes is None else classes.active, prior_weight=prior,
         )
+
+    def class_log_prior(self, particles: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+        """``log softmax(scores)`` of ``particles`` ``(P, K)``; with ``active (P, K)`` renormalised over the
+        active classes (-inf elsewhere), so an undecoded class's score gets no gradient."""
+        if active is None:
+            return self.scores.log_probs(particles)
+        return torch.log_softmax(self.scores.table(particles).masked_fill(~active, float("-inf")), dim=-1)
 
     @torch.no_grad()
     def embed(self, batch, dose_weight: bool = True, dose_mask: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -40,7 +40,7 @@ GRID_POINTS = LOWRES_GRID_POINTS
 SCORE_STRENGTH = 3.0  # initial prior: softmax gives 0.95 to the EM class when K = 2
 EM_RESTARTS = 8
 EM_ITERATIONS = 30
-EM_MAX_PARTICLES = 1000  # EM is fitted on at most this many particles (A_i: 0.5 MB each); the rest are assigned
+EM_MAX_PARTICLES = 1000  # EM is fitted on at most this many particles (A_i packed: 0.3 MB each); the rest are assigned
 RIDGE = 1e-2  # M-step ridge, relative to the mean diagonal of the data term per class
 
 
@@ -76,7 +76,7 @@ def _batch_statistics(model, batch, grid: torch.Tensor, n_low: int, dose_weight:
 
 
 def residual_energy(a: torch.Tensor, b: torch.Tensor, yy: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    """``(P, K)``: weighted squared error of every particle under every map ``maps (K, J)``."""
+    """``(P, K)``: weighted squared error of every particle under every map ``maps (K, J)`` (dense ``a (P, J, J)``)."""
     maps = maps.to(a.dtype)
     quad = (torch.matmul(a, maps.T) * maps.T[None]).sum(1)  # V_kᵀ A_p V_k; matmul is ~6× einsum's speed here
     return yy[:, None] - 2 * b @ maps.T + quad
@@ -85,28 +85,62 @@ def residual_energy(a: torch.Tensor, b: torch.Tensor, yy: torch.Tensor, maps: to
 class LowResStatistics:
     """Per-particle sufficient statistics of the linear low-resolution model.
 
-    ``A (P, J, J)`` (float32 to halve the memory: 0.5 MB a particle), ``b (P, J)``, ``yy (P,)``
-    (weighted data energy) and ``n_values (P,)`` for the particles of ``batches``, whose global
-    indices are ``particles (P,)``.
+    ``A_p (J, J)`` is symmetric: only its upper triangle is kept, packed, in float32 (``packed (P,
+    J(J+1)/2)``, 0.3 MB a particle at J = 387; :meth:`A` unpacks it), in one array allocated up front
+    when ``n_particles`` is given and filled batch by batch. Collecting dense float64 blocks and
+    concatenating them held 3 MB a particle at the peak: 3 GB of the K = 2 SPA run's 3.5 GB (1 000
+    fitted particles). Also ``b (P, J)``, ``yy (P,)`` (weighted data energy) and ``n_values (P,)``
+    for the particles of ``batches``, whose global indices are ``particles (P,)``.
     """
 
-    def __init__(self, model, batches, box: int, dose_weight: bool, dose_mask: bool, device, check=None):
+    def __init__(self, model, batches, box: int, dose_weight: bool, dose_mask: bool, device, check=None, n_particles: int | None = None):
         grid, n_low = _lowres_grid(model, box, device)
-        parts, cols = [], ([], [], [], [])
+        j = grid.shape[0]
+        rows, cols = torch.triu_indices(j, j, device=device)
+        self.j = j
+        self._upper = rows * j + cols  # flat indices of the packed entries
+        # V_kᵀ A V_k from the packed triangle: off-diagonal entries count twice.
+        self._pair_weight = torch.where(rows == cols, 1.0, 2.0).to(device)
+        # With ``n_particles`` every array is allocated before the first batch: per-batch pieces kept
+        # alive between the batches' large temporaries fragmented the heap (+17 MB a batch measured).
+        arrays = None
+        if n_particles is not None:
+            arrays = [torch.empty(n_particles, dtype=torch.long, device=device), torch.empty(n_particles, len(self._upper), device=device)]
+            arrays += [torch.empty(n_particles, j, dtype=torch.float64, device=device)] + [torch.empty(n_particles, dtype=torch.float64, device=device) for _ in range(2)]
+        pieces: list[list[torch.Tensor]] = [[] for _ in range(5)]
+        filled = 0
         for batch in batches:
             if check is not None:
                 check()
             batch = batch.to(device)
-            parts.append(batch.particles)
-            for acc, x in zip(cols, _batch_statistics(model, batch, grid, n_low, dose_weight, dose_mask)):
-                acc.append(x)
-        self.particles = torch.cat(parts)
-        self.A = torch.cat(cols[0]).float()
-        self.b, self.yy, self.n_values = (torch.cat(c) for c in cols[1:])
+            a, *rest = _batch_statistics(model, batch, grid, n_low, dose_weight, dose_mask)
+            values = [batch.particles, a.reshape(a.shape[0], -1)[:, self._upper].float(), *rest]
+            del a
+            for i, x in enumerate(values):
+                if arrays is None:
+                    pieces[i].append(x)
+                else:
+                    arrays[i][filled : filled + x.shape[0]] = x
+            filled += int(batch.n_particles)
+        if arrays is None:
+            arrays = [torch.cat(p) for p in pieces]
+        self.particles, self.packed, self.b, self.yy, self.n_values = (x[:filled] for x in arrays)
         self._b32, self._yy32 = self.b.float(), self.yy.float()  # for the float32 quadratic form
 
+    def A(self, weights: torch.Tensor) -> torch.Tensor:
+        """``Σ_p weights_pk A_p`` ``(K, J, J)`` (float64) for ``weights (P, K)``."""
+        sums = (weights.T.to(self.packed.dtype) @ self.packed).double()
+        k = sums.shape[0]
+        out = sums.new_zeros(k, self.j * self.j)
+        out[:, self._upper] = sums
+        out = out.view(k, self.j, self.j)
+        return out + out.transpose(1, 2) - torch.diag_embed(out.diagonal(dim1=1, dim2=2))
+
     def residual_energy(self, maps: torch.Tensor) -> torch.Tensor:
-        return residual_energy(self.A, self._b32, self._yy32, maps.float()).double()
+        maps = maps.float()
+        pairs = (maps[:, :, None] * maps[:, None, :]).reshape(maps.shape[0], -1)[:, self._upper] * self._pair_weight
+        quad = self.packed @ pairs.T  # V_kᵀ A_p V_k
+        return (self._yy32[:, None] - 2 * self._b32 @ maps.T + quad).double()
 
 
 def _solve_spd(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -125,7 +159,7 @@ def em_classes(stats: LowResStatistics, n_classes: int, seed: int = 0, restarts:
     k = n_classes
     dtype, device = stats.b.dtype, stats.b.device
     eye = torch.eye(j, dtype=dtype, device=device)
-    ridge = float(RIDGE * stats.A.sum(0).diagonal().double().mean() / k)
+    ridge = float(RIDGE * stats.A(torch.ones(n, 1, dtype=dtype, device=device))[0].diagonal().mean() / k)
     total_values = stats.n_values.sum().clamp_min(1.0)
     gen = torch.Generator().manual_seed(seed)
     best = None
@@ -135,7 +169,7 @@ def em_classes(stats: LowResStatistics, n_classes: int, seed: int = 0, restarts:
         for _ in range(iterations):
             if check is not None:
                 check()
-            lhs = (resp.T.to(stats.A.dtype) @ stats.A.reshape(n, -1)).reshape(k, j, j).double() + ridge * eye
+            lhs = stats.A(resp) + ridge * eye
             maps = _solve_spd(lhs, resp.T @ stats.b)
             err = stats.residual_energy(maps).clamp_min(0.0)
             var = float((resp * err).sum() / total_values)
@@ -179,7 +213,7 @@ def lowres_em_labels(model, ds, cfg, device, particles=None, check=None) -> np.n
         loader = ParticleBatches(ds, model.points, 16, shuffle=False, prefetch=False, particles=chosen, dose_mask=cfg.dose_mask)
         return loader.epoch(0)
 
-    stats = LowResStatistics(model, batches(subset), ds.box, cfg.dose_weight, cfg.dose_mask, device, check=check)
+    stats = LowResStatistics(model, batches(subset), ds.box, cfg.dose_weight, cfg.dose_mask, device, check=check, n_particles=len(subset))
     maps, var = em_classes(stats, k, seed=cfg.seed, check=check)
     labels = np.full(n, -1, dtype=np.int64)
     labels[stats.particles.cpu().numpy()] = stats.residual_energy(maps).argmin(1).cpu().numpy()

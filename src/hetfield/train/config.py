@@ -31,6 +31,11 @@ class TrainConfig:
     std_noise: float = 1.0
     class_init_epochs: int = 1
     class_hold_epochs: int = 2
+    # sparse class decoding (K > 1; train.class_decoding): a particle's images are decoded only by the
+    # classes whose last posterior is >= the threshold (its best class always), except in every
+    # class_full_pass_every-th epoch after the hold, which decodes all. 0 or 1: always all classes.
+    class_decode_threshold: float = 0.01
+    class_full_pass_every: int = 5
     conf_estimation: str = "encoder"
     # The encoder's latent starts from a low-resolution factor model (train.latent_start); "none":
     # random networks only (tomoDRGN's start; k-means ARI ≈ 0 on tomo-sim-50S, 0.97 with it).
@@ -119,6 +124,10 @@ class TrainConfig:
             bad("class_init_epochs", "must be a whole number of epochs, 0 or more")
         if isinstance(self.class_hold_epochs, bool) or not isinstance(self.class_hold_epochs, int) or self.class_hold_epochs < 0:
             bad("class_hold_epochs", "must be a whole number of epochs, 0 or more")
+        if isinstance(self.class_decode_threshold, bool) or not isinstance(self.class_decode_threshold, (int, float)) or not 0 <= self.class_decode_threshold <= 1:
+            bad("class_decode_threshold", "must be in [0, 1]: the posterior below which a class is not decoded for a particle (0: decode every class)")
+        if isinstance(self.class_full_pass_every, bool) or not isinstance(self.class_full_pass_every, int) or self.class_full_pass_every < 1:
+            bad("class_full_pass_every", "must be a whole number of epochs, at least 1 (1: every epoch decodes every class)")
         if self.n_classes > 1 and self.class_init_epochs >= self.epochs:
             bad("class_init_epochs", f"must be smaller than --epochs {self.epochs}: the classes are learned after it")
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 0.5:

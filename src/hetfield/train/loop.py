@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hetfield.errors import ConfigError, CudaOutOfMemory, Interrupted, RunError
+from hetfield.train.class_decoding import ClassDecoding
 from hetfield.train.config import TrainConfig
 from hetfield.train.distributed import Distributed
 from hetfield.train.devices import autocast, resolve_device, resolve_precision, set_up_torch, to_device
@@ -250,8 +251,10 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 resume_at = None  # no resumable state until the first step is done (nothing checks here)
             consensus = model.scores is not None and epoch < cfg.class_init_epochs
             hold = model.scores is not None and cfg.class_init_epochs > 0 and cfg.class_init_epochs <= epoch < cfg.class_init_epochs + cfg.class_hold_epochs
+            decoding = ClassDecoding.for_epoch(cfg, epoch, resp)  # sparse class decoding; None: every class
             chunks = dd.shares(loader, epoch, first) if dd.enabled else ((None, b, 1.0) for b in loader.epoch(epoch, first))
             for step, (shares, batch, scale) in enumerate(chunks, start=step0):
+                selection = decoding.select(batch) if decoding is not None else None
                 batch = to_device(batch, device)
                 noise, p, n_images = None, batch.n_particles, batch.n_images
                 if dd.enabled:  # the chunk's noise from the one generator, this rank's rows (train.distributed)
@@ -263,6 +266,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                     out = net(
                         batch, beta=beta, std_noise=cfg.std_noise, dose_weight=cfg.dose_weight, tilt_weight=cfg.tilt_weight,
                         dose_mask=cfg.dose_mask, generator=gen, consensus_only=consensus, hold_classes=hold, noise=noise,
+                        classes=selection,
                     )
                 opt.zero_grad()
                 (out["loss"] * scale if dd.enabled else out["loss"]).backward()
@@ -312,6 +316,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 metrics["class_occupancy"] = [round(float(v), 5) for v in occ.cpu()]
                 metrics["mean_max_prob"] = float(resp.max(1).values.mean())
                 metrics["consensus_phase"] = consensus
+                metrics["class_decode_fraction"] = 1.0 if decoding is None else decoding.decoded_fraction
                 if prev_classes is not None:
                     metrics["class_change_fraction"] = float((classes != prev_classes.to(classes.device)).float().mean())
                 classes = classes.cpu()
