@@ -254,6 +254,8 @@ def test_a_run_written_before_the_latent_start_and_field_prior_resumes_as_it_was
     config = yaml.safe_load(run.config_path.read_text())
     for key in ("latent_start", "field_prior"):
         del config["train"][key], config["model"][key]
+    for key in ("class_decode_threshold", "class_full_pass_every"):  # options of the same round
+        del config["train"][key]
     config["train"]["beta"] = None  # the old default, 1/zdim = 0.5 at zdim 2
     assert config["beta_effective"] == 0.5
     run.config_path.write_text(yaml.safe_dump(config))

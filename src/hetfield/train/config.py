@@ -164,7 +164,7 @@ class TrainConfig:
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 
 # What runs and checkpoints written before an option existed were trained with.
-PREDATED = {"latent_start": "none", "field_prior": False}
+PREDATED = {"latent_start": "none", "field_prior": False, "class_decode_threshold": 0.0, "class_full_pass_every": 1}
 
 # What a default of None means, for the help text (the defaults themselves come from TrainConfig).
 _NONE_MEANS = {"beta": "2·std_noise², the ELBO's", "lr_encoder": "the same as --lr", "threads": "torch's choice"}

@@ -40,7 +40,7 @@ from hetfield.train.load import restore, training_state
 from hetfield.train.optim import Optimizers
 from hetfield.train.prepare import RunLog, check_location, prepare_run, refuse, remove_if_empty, update_config_epochs, write_config
 from hetfield.train.rundir import LOCK_NAME, RunDir, load_checkpoint, save_checkpoint
-from hetfield.train.signals import StopRequested, signal_name, signals_to_flag, stop_check
+from hetfield.train.signals import StopRequested, before_training, signal_name, signals_to_flag, stop_check
 from hetfield.train.validation import split_validation, validation_loss
 
 __all__ = ["train"]
@@ -140,15 +140,6 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             flag.setdefault("signum", agreed)
         stop_check(flag)()
 
-    def before_training(work) -> None:
-        """Run a start-up step (it calls ``check``); a stop there leaves nothing to resume."""
-        try:
-            work()
-        except StopRequested:
-            name = signal_name(flag["signum"])
-            log(f"stopped by {name} before training started; nothing saved", echo=False)
-            raise Interrupted(f"stopped by {name} before training started (nothing to resume); start it again with the same command or --load latest", flag["signum"]) from None
-
     set_up_torch(device, cfg.threads, cfg.seed)
     model, shape = build_model(ds, cfg)
     precision = resolve_precision(cfg.amp, device)
@@ -160,7 +151,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             + f": dataset {ds.path} ({ds.n_particles} particles, {ds.n_images} images, box {ds.box}), device {device}, precision {precision}"
             + (f", {dd.world_size} processes (torchrun)" if dd.enabled else "")
         )
-        before_training(lambda: model.amplitude.copy_(amplitude_profile(model, ds, cfg, check=check)))
+        before_training(lambda: model.amplitude.copy_(amplitude_profile(model, ds, cfg, check=check)), flag, log)
     try:
         model.to(device)
     except RuntimeError as err:
@@ -194,7 +185,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
     if state is None and len(val_particles):
         log(f"holding out {len(val_particles)} of {ds.n_particles} particles to measure the validation loss")
     if state is None:
-        before_training(lambda: data_driven_start(model, ds, cfg, device, train_particles, log, check, dd.broadcast_))
+        before_training(lambda: data_driven_start(model, ds, cfg, device, train_particles, log, check, dd.broadcast_), flag, log)
     loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
     beta = cfg.effective_beta
     last_metrics: dict[str, Any] = {}

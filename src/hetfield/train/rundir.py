@@ -97,12 +97,12 @@ class RunDir:
         train = data.get("train")
         if not isinstance(train, dict):
             raise RunError(f"{self.config_path}: no 'train' settings; {_DAMAGED}")
-        if not set(PREDATED) & set(train):
-            # Written before these options existed: the run was trained as they say, and its
-            # default beta (None) meant 1/zdim then, recorded as beta_effective.
-            train = {**PREDATED, **train}
-            if train.get("beta") is None and isinstance(data.get("beta_effective"), (int, float)):
-                train["beta"] = float(data["beta_effective"])
+        predates = [k for k in PREDATED if k not in train]
+        if "latent_start" in predates and train.get("beta") is None and isinstance(data.get("beta_effective"), (int, float)):
+            # Its default beta (None) meant 1/zdim then, recorded as beta_effective.
+            train = {**train, "beta": float(data["beta_effective"])}
+        # Written before these options existed: the run was trained as their PREDATED values say.
+        train = {**{k: PREDATED[k] for k in predates}, **train}
         missing = [k for k in FIELD_NAMES if k not in train]
         unknown = sorted(set(map(str, train)) - set(FIELD_NAMES))
         if missing or unknown:

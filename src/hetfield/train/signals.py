@@ -61,3 +61,16 @@ def checked(items, check: Callable[[], None] | None):
         yield item
     if check is not None:
         check()
+
+
+def before_training(work: Callable[[], object], flag: dict, log) -> None:
+    """Run a start-up step of a new run (it calls the trainer's check); a stop there leaves nothing
+    to resume, and says so."""
+    from hetfield.errors import Interrupted
+
+    try:
+        work()
+    except StopRequested:
+        name = signal_name(flag["signum"])
+        log(f"stopped by {name} before training started; nothing saved", echo=False)
+        raise Interrupted(f"stopped by {name} before training started (nothing to resume); start it again with the same command or --load latest", flag["signum"]) from None
