@@ -7,13 +7,9 @@ summary read ``kind`` and ``run_id`` to know what they were given.
 
 from __future__ import annotations
 
-import datetime as _dt
 from typing import Any
 
-
-def now() -> str:
-    """Local time to the second, ISO 8601 (what ``created`` holds)."""
-    return _dt.datetime.now().isoformat(timespec="seconds")
+from hetfield.io.plain import now
 
 
 def provenance(kind: str, ctx=None, dataset=None) -> dict[str, Any]:

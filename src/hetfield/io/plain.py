@@ -8,6 +8,7 @@ no NaN; YAML's ``.nan`` is read back by few tools).
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 from pathlib import PurePath
 from typing import Any
@@ -32,3 +33,8 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def now() -> str:
+    """Local time to the second, ISO 8601: every ``created`` field and run.log line."""
+    return _dt.datetime.now().isoformat(timespec="seconds")

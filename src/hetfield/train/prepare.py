@@ -9,13 +9,13 @@ leaves no lock file behind) and again under the lock. ``sweep run`` checks its r
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 from hetfield.errors import ConfigError, DatasetError, RunError
+from hetfield.io.plain import now
 from hetfield.train.config import FIELD_NAMES, TrainConfig, load_config_file
 from hetfield.train.rundir import LOCK_NAME, RunDir, find_checkpoint, load_checkpoint
 
@@ -23,10 +23,6 @@ from hetfield.train.rundir import LOCK_NAME, RunDir, find_checkpoint, load_check
 # A changed batch size (the pipeline halves it after running out of GPU memory) resumes from the
 # same particle of the same epoch order, but is no longer bit-identical to an uninterrupted run.
 RESUMABLE_CHANGES = {"epochs", "device", "threads", "checkpoint_every", "amp", "batch_size"}
-
-
-def now() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
 
 
 class RunLog:
