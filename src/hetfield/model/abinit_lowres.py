@@ -1,0 +1,191 @@
+"""Low-resolution ab initio: stochastic projection matching on a Fourier voxel grid.
+
+The neural fields cannot start an ab initio run by themselves: searched against a field trained
+on random poses (the rotational average), poses stayed random or settled on a self-consistent
+wrong map (an elongated "rod", median error 60–75°; see RESEARCH-15.md). So the run starts with
+the classic, cheap solution at low resolution, as cryoSPARC's ab initio does:
+
+1. **Centring.** The particles at random rotations average into a (nearly) spherically symmetric
+   map, whose projections are the same from every direction: matching each image's shift against
+   it centres the image on the particle's projected centre of mass, without knowing any rotation.
+   Searching wide shifts during the ab initio itself let the map grow into a rod (images slid along
+   it); after centring the search needs only a ±``shift_window_px`` window.
+2. **Stochastic iterations.** A running Fourier reconstruction (direct inversion on a grid
+   oversampled twice: ``V = Σ f Y_c / (Σ f² + λ)`` with trilinear splatting, the numerator and the
+   denominator decayed by ``decay`` per iteration, so the map averages the last ~``1/(1 - decay)``
+   mini-batches) starts from a mini-batch at random rotations; every iteration searches a new
+   mini-batch against it (:func:`~hetfield.model.pose_search.search_poses`, low band) and adds the
+   mini-batch at the poses found. Symmetry breaks on the noise of the first mini-batches and the
+   next ones align to it; a few hundred iterations of 100 particles find the particle's low
+   resolution shape. Hard assignments are used: soft ones (a posterior over the 64 best grid
+   rotations, annealed) were 5× slower per iteration and not more reliable in our tests.
+3. A final search of every particle against the map gives the poses the fields start from.
+
+Everything is in terms of :class:`~hetfield.model.pose_search.SearchData` (images on the half
+lattice, CTF factors, weights, tilt geometry), so it knows nothing of datasets or fields.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from hetfield.imaging.rotations import random_rotations
+from hetfield.model.fourier_grid import FourierAccumulator, FourierGrid
+from hetfield.model.pose_search import search_poses
+from hetfield.model.search_data import SearchData, SearchSettings
+
+
+@dataclass(frozen=True)
+class LowresSettings:
+    """``band`` (coarsest, finest level) and ``max_shift_px`` (centring range) are in lattice pixels."""
+
+    iterations: int = 200
+    batch_particles: int = 50
+    restarts: int = 4
+    select_particles: int = 200
+    decay: float = 0.8
+    band: tuple[float, float] = (3.2, 8.0)
+    base_nside: int = 2
+    n_levels: int = 4
+    shift_window_px: float = 1.0
+    max_shift_px: float = 3.2
+    ridge: float = 1e-3  # λ relative to the mean of the denominator
+    oversample: float = 2.0
+    seed: int = 0
+
+    @classmethod
+    def for_box(cls, box: int, **kw) -> "LowresSettings":
+        """Bands of 0.1 and 0.25 of the box, centring within ±box/10."""
+        return cls(band=(0.1 * box, 0.25 * box), max_shift_px=box / 10, **kw)
+
+
+def centre_data(data: SearchData, origin_px: torch.Tensor) -> SearchData:
+    """``data`` with every image translated by ``+origin_px (n, 2)`` (``Y e^{-2πi k·t}``)."""
+    phi = 2 * math.pi * (origin_px.float() @ data.k.float().T)
+    c, s = torch.cos(phi), torch.sin(phi)
+    yr, yi = data.y[..., 0], data.y[..., 1]
+    return replace(data, y=torch.stack([yr * c + yi * s, yi * c - yr * s], -1))
+
+
+def _add_images(acc: FourierAccumulator, data: SearchData, images: torch.Tensor, rotation_img: torch.Tensor, origin_px: torch.Tensor | None) -> None:
+    """Add ``images`` at their rotations ``(n_sel, 3, 3)`` and origins (``None``: already centred)."""
+    y, f, w = data.y[images], data.factor[images].float(), data.weight[images].float()
+    if data.image_weight is not None:
+        w = w * data.image_weight[images, None].float()
+    k = data.k.float()
+    m = k.shape[0]
+    if origin_px is not None:
+        phi = 2 * math.pi * (origin_px.float() @ k.T)
+        c, s = torch.cos(phi), torch.sin(phi)
+        yr, yi = y[..., 0] * c + y[..., 1] * s, y[..., 1] * c - y[..., 0] * s
+    else:
+        yr, yi = y[..., 0], y[..., 1]
+    q = torch.einsum("md,nde->nme", torch.cat([k, torch.zeros(m, 1, device=k.device)], 1), rotation_img.float())
+    wf = w * f
+    acc.add(q.reshape(-1, 3), torch.stack([wf * yr, wf * yi], -1).reshape(-1, 2), (wf * f).reshape(-1))
+
+
+def _subset(data: SearchData, particles: np.ndarray, offsets: np.ndarray) -> tuple[SearchData, torch.Tensor]:
+    """The images of ``particles`` (sorted) as their own SearchData, and their image indices."""
+    counts = offsets[particles + 1] - offsets[particles]
+    img = np.concatenate([np.arange(offsets[p], offsets[p + 1]) for p in particles]) if len(particles) else np.zeros(0, np.int64)
+    ti = torch.as_tensor(img, dtype=torch.long, device=data.y.device)
+    sub = SearchData(
+        y=data.y[ti], k=data.k, factor=data.factor[ti], weight=data.weight[ti],
+        image_particle=torch.as_tensor(np.repeat(np.arange(len(particles)), counts), device=data.y.device),
+        n_particles=len(particles), box=data.box,
+        image_weight=None if data.image_weight is None else data.image_weight[ti],
+        geometry=None if data.geometry is None else data.geometry[ti],
+    )
+    return sub, ti
+
+
+def _image_rotations(sub: SearchData, particle_rotation: torch.Tensor) -> torch.Tensor:
+    r = particle_rotation[sub.image_particle]
+    return r if sub.geometry is None else sub.geometry.float() @ r
+
+
+@torch.no_grad()
+def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=None) -> dict:
+    """Ab initio poses of every particle of ``data`` at low resolution (module docstring).
+
+    Returns ``rotation (P, 3, 3)`` particle rotations, ``origin_px (n, 2)`` image origins,
+    ``volume`` (the final :class:`FourierGrid`), ``seconds`` and ``centring_px (n, 2)``.
+    """
+    s = settings or LowresSettings()
+    t0 = time.perf_counter()
+    dev = data.y.device
+    rng = np.random.default_rng([s.seed, 1515])
+    p_all = data.n_particles
+    offsets = np.concatenate([[0], np.cumsum(torch.bincount(data.image_particle, minlength=p_all).cpu().numpy())])
+    m = data.band(s.band[1])
+    data = replace(data, y=data.y[:, :m], k=data.k[:m], factor=data.factor[:, :m], weight=data.weight[:, :m])
+
+    # 1. centring against the rotational average
+    acc = FourierAccumulator(data.box, s.band[1], s.oversample, dev)
+    rand = torch.as_tensor(random_rotations(p_all, rng), dtype=torch.float32, device=dev)
+    _add_images(acc, data, torch.arange(data.n_images, device=dev), _image_rotations(data, rand), None)
+    centring = SearchSettings(base_nside=1, radius_px=(s.band[1],), n_keep=1, max_shift_px=s.max_shift_px, shift_points=17)
+    centre = search_poses(acc.volume(s.ridge), data, 1, centring).shift_px[:, 0]
+    data = centre_data(data, centre)
+
+    # 2. stochastic iterations, from several random starts; the map that explains a fixed subset
+    # of particles best wins (about half of the starts settle on a wrong, self-consistent map).
+    search = SearchSettings(base_nside=s.base_nside, radius_px=tuple(np.linspace(s.band[0], s.band[1], s.n_levels)), n_keep=8,
+                            max_shift_px=s.shift_window_px, shift_points=5 if s.shift_window_px > 0 else 1)
+    select = np.sort(rng.choice(p_all, size=min(p_all, s.select_particles), replace=False))
+    sel_data, _ = _subset(data, select, offsets)
+    best, scores = None, []
+    for restart in range(max(s.restarts, 1)):
+        acc = _chain(data, offsets, s, search, np.random.default_rng([s.seed, 1515, restart]), dev)
+        score = float(search_poses(acc.volume(s.ridge), sel_data, 1, search).error[:, 0].mean())
+        scores.append(score)
+        if log is not None:
+            log(f"low-resolution ab initio: start {restart + 1}/{s.restarts}, mean error {score:.5g} on {len(select)} particles")
+        if best is None or score < best[0]:
+            best = (score, acc)
+    acc = best[1]
+
+    # 3. every particle against the final map
+    volume = acc.volume(s.ridge)
+    final = search_poses(volume, data, 1, search)
+    return {
+        "rotation": final.rotation[:, 0],
+        "origin_px": centre + final.shift_px[:, 0],
+        "volume": volume,
+        "centring_px": centre,
+        "error": final.error[:, 0],
+        "seconds": time.perf_counter() - t0,
+        "restart_errors": scores,
+    }
+
+
+def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: SearchSettings, rng: np.random.Generator, dev) -> FourierAccumulator:
+    """One run of the stochastic iterations from a random start; returns its reconstruction."""
+    p_all = data.n_particles
+    acc = FourierAccumulator(data.box, s.band[1], s.oversample, dev)
+    order = rng.permutation(p_all)
+    pos = 0
+
+    def next_batch() -> np.ndarray:
+        nonlocal order, pos
+        if pos + s.batch_particles > p_all:
+            order, pos = rng.permutation(p_all), 0
+        b = np.sort(order[pos : pos + s.batch_particles])
+        pos += s.batch_particles
+        return b
+
+    first = next_batch()
+    sub, ti = _subset(data, first, offsets)
+    _add_images(acc, data, ti, _image_rotations(sub, torch.as_tensor(random_rotations(len(first), rng), dtype=torch.float32, device=dev)), None)
+    for _ in range(s.iterations):
+        sub, ti = _subset(data, next_batch(), offsets)
+        res = search_poses(acc.volume(s.ridge), sub, 1, search)
+        acc.decay(s.decay)
+        _add_images(acc, data, ti, _image_rotations(sub, res.rotation[:, 0]), res.shift_px[:, 0])
+    return acc
