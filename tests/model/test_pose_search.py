@@ -15,7 +15,7 @@ from hetfield.model.fourier_grid import FourierGrid
 from hetfield.model.points import LatticePoints
 from hetfield.model.pose_search import refine_poses, search_poses
 from hetfield.model.search_data import SearchSettings
-from hetfield.train.abinit import search_data, tilt_geometry
+from hetfield.train.abinit_search import search_data, tilt_geometry
 
 from .synthetic import blob_transform, tilt_series_dataset
 

@@ -1,4 +1,4 @@
-"""``--pose-estimation abinit``: the schedule, and the adapter between training and the pose search.
+"""``--pose-estimation abinit``: the schedule, and the search of each training batch (the loop's hook).
 
 Schedule (epochs counted from 0; ``S = pose_search_epochs``; the input poses are never read):
 
@@ -16,7 +16,7 @@ Schedule (epochs counted from 0; ``S = pose_search_epochs``; the input poses are
 
 K > 1: the low-resolution ab initio and the first ``ceil(S / 2)`` search rounds belong to the
 consensus (field 0 alone); the classes start at epoch ``max(class_init_epochs, 1 + ceil(S / 2))``
-from low-resolution EM on the searched poses (:mod:`hetfield.model.class_init`, the guard against
+from low-resolution EM on the searched poses (:mod:`hetfield.train.class_start`, the guard against
 a collapse into one class), and the remaining rounds search every class: each particle takes the
 pose found under its most probable class. Fields with a per-particle latent are searched at a
 consensus latent (the prior mean ``z = 0`` for an encoder, the class mean of the table for an
@@ -30,41 +30,27 @@ pose), or from the stage tilts (about y) when the input has no poses.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import torch
 
-from hetfield.imaging.rotations import matrix_to_rot6d, random_rotations, rotation_y
-from hetfield.imaging.transfer import transfer_of
-from hetfield.model.fourier_grid import FourierGrid
 from hetfield.model.pose_search import search_poses
-from hetfield.model.search_data import SearchData, SearchSettings
+from hetfield.model.search_data import SearchSettings
+from hetfield.train.abinit_search import (
+    SEARCH_BATCH_PARTICLES, consensus_latent, field_grid, lowres_start, search_data, tilt_geometry, write_poses,
+)
 
-SEARCH_BATCH_PARTICLES = 256  # particles read per search call (the search chunks them further)
 # Bands (coarsest level, finest level) as fractions of the box, in the first and in the last round.
 BAND_FIRST = (0.20, 0.35)
 BAND_LAST = (0.25, 0.45)
 
 
-# -- schedule -------------------------------------------------------------------------------------
 def phase(cfg, epoch: int) -> str:
     """``lowres`` (epoch 0) | ``search`` | ``refine`` for ``epoch`` (0-based)."""
     if epoch == 0:
         return "lowres"
-    if epoch <= cfg.pose_search_epochs:
-        return "search"
-    return "refine"
-
-
-def poses_trainable(cfg, epoch: int) -> bool:
-    return phase(cfg, epoch) == "refine"
-
-
-def class_init_epoch(cfg) -> int:
-    """First epoch of the classes (K > 1): after half of the search rounds on the consensus."""
-    return max(cfg.class_init_epochs, 1 + math.ceil(cfg.pose_search_epochs / 2))
+    return "search" if epoch <= cfg.pose_search_epochs else "refine"
 
 
 def search_settings(cfg, box: int, round_index: int) -> SearchSettings:
@@ -78,122 +64,38 @@ def search_settings(cfg, box: int, round_index: int) -> SearchSettings:
     return SearchSettings(base_nside=cfg.pose_search_base_nside, radius_px=radii, max_shift_px=float(max_shift), n_keep=8)
 
 
-def lowres_settings(cfg, box: int):
-    from hetfield.model.abinit_lowres import LowresSettings
+class PoseSchedule:
+    """What the training loop calls (three lines of it): :meth:`start_epoch` before an epoch's
+    batches, the object itself before every training step, :meth:`end_epoch` after the epoch's
+    validation. Without ``--pose-estimation abinit`` every call does nothing."""
 
-    kw = {"seed": cfg.seed}
-    if cfg.pose_search_max_shift_px is not None:
-        kw["max_shift_px"] = float(cfg.pose_search_max_shift_px)
-    s = LowresSettings.for_box(box)
-    from dataclasses import replace
+    def __init__(self, model, ds, cfg, device, log, val_particles=None):
+        self.on = cfg.pose_estimation == "abinit"
+        self.model, self.ds, self.cfg, self.device, self.log = model, ds, cfg, device, log
+        self.val_particles = val_particles if val_particles is not None else np.zeros(0, np.int64)
+        self.searcher: BatchSearch | None = None
+        self.stats: dict = {}
 
-    return replace(s, **kw)
+    def start_epoch(self, epoch: int, first: int, resp) -> None:
+        self.searcher, self.stats = None, {}
+        if not self.on:
+            return
+        if epoch == 0 and first == 0:
+            self.stats = lowres_start(self.model, self.ds, self.cfg, self.device, self.log)
+        elif phase(self.cfg, epoch) == "search":
+            self.searcher = BatchSearch(self.model, self.ds, self.cfg, self.device, epoch, resp)
 
+    def __call__(self, batch) -> None:
+        if self.searcher is not None:
+            self.searcher(batch)
 
-# -- geometry and initial poses --------------------------------------------------------------------
-def tilt_geometry(ds) -> np.ndarray | None:
-    """``(n_images, 3, 3)`` rotation of every image relative to its particle's first image, or None
-    when every particle has one image (single particles)."""
-    offsets = np.asarray(ds.offsets)
-    counts = np.diff(offsets)
-    if counts.max() <= 1:
-        return None
-    first = np.repeat(offsets[:-1], counts)
-    if ds.has_poses:
-        rot = np.asarray(ds.arrays["rotation"], np.float64)
-        return (rot @ np.transpose(rot[first], (0, 2, 1))).astype(np.float32)
-    tilt = np.asarray(ds.arrays["stage_tilt_deg"], np.float64)
-    return (rotation_y(tilt) @ np.transpose(rotation_y(tilt[first]), (0, 2, 1))).astype(np.float32)
-
-
-def initial_poses(ds, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random particle rotations (uniform, seeded) within the tilt geometry, zero origins."""
-    counts = np.diff(np.asarray(ds.offsets))
-    a = random_rotations(ds.n_particles, np.random.default_rng([seed, 15]))
-    rot = np.repeat(a, counts, axis=0)
-    geo = tilt_geometry(ds)
-    if geo is not None:
-        rot = geo @ rot
-    return torch.as_tensor(rot, dtype=torch.float32), torch.zeros(ds.n_images, 2)
-
-
-# -- adapter ---------------------------------------------------------------------------------------
-def search_data(batch, points, geometry: torch.Tensor | None, box: int, dose_weight: bool, dose_mask: bool, tilt_weight: bool) -> SearchData:
-    """A training batch as :class:`SearchData` (Hartley pairs → Fourier coefficients, masks → weights)."""
-    m = batch.extent
-    t = transfer_of(batch, points.k[:m], dose_weight=dose_weight, dose_mask=dose_mask)
-    factor, keep = t.factor, t.keep
-    y = torch.stack([(batch.y_k + batch.y_mk) / 2, (batch.y_mk - batch.y_k) / 2], -1)
-    w = keep.float() * (1 + points.partner_weight[:m])[None]
-    u = torch.cos(torch.deg2rad(batch.stage_tilt_deg)) if tilt_weight else None
-    return SearchData(
-        y=y, k=points.k[:m], factor=factor, weight=w, image_particle=batch.image_particle, n_particles=batch.n_particles,
-        box=box, image_weight=u, geometry=None if geometry is None else geometry[batch.images],
-    )
-
-
-def consensus_latent(model, resp: torch.Tensor | None, n_classes: int) -> torch.Tensor | None:
-    """``(K, zdim)`` latent at which each class's field is searched, or None without a latent."""
-    if not model.zdim:
-        return None
-    dev = next(model.fields.parameters()).device
-    if model.latents is None:  # encoder: the prior's mean
-        return torch.zeros(n_classes, model.zdim, device=dev)
-    z = model.latents.z.weight.detach()
-    if resp is None or n_classes == 1:
-        return z.mean(0, keepdim=True).expand(n_classes, -1)
-    cls = resp.argmax(1)
-    return torch.stack([z[cls == c].mean(0) if (cls == c).any() else z.mean(0) for c in range(n_classes)])
-
-
-def field_grid(model, radius_px: float, n_classes: int, z: torch.Tensor | None, oversample: float = 2.0) -> FourierGrid:
-    """The fields' Fourier coefficients on an oversampled cube (one decoding per class)."""
-    box = model.shape.box
-
-    def fn(q):
-        if z is None:
-            return model.field_values(q[None], None, n_classes)[0]  # (K, N, 2)
-        out = model.field_values(q[None].expand(n_classes, -1, -1), z, n_classes)  # (K rows, K classes, N, 2)
-        return out[torch.arange(n_classes), torch.arange(n_classes)]
-
-    return FourierGrid.from_function(fn, box, radius_px, oversample, device=next(model.fields.parameters()).device)
-
-
-@torch.no_grad()
-def lowres_start(model, ds, cfg, device, log=None) -> dict:
-    """Epoch 0: the low-resolution ab initio of every particle; its poses go into the pose table."""
-    from hetfield.data.batching import ParticleBatches
-    from hetfield.model.abinit_lowres import lowres_abinit
-
-    settings = lowres_settings(cfg, ds.box)
-    geo = tilt_geometry(ds)
-    geometry = torch.as_tensor(geo, device=device) if geo is not None else None
-    m_max = max(int((model.points.radius_px <= settings.band[1] + 1e-4).sum()), 1)
-    parts = []
-    loader = ParticleBatches(ds, model.points, SEARCH_BATCH_PARTICLES, shuffle=False, prefetch=False, dose_mask=cfg.dose_mask)
-    for batch in loader.epoch(0):  # the whole dataset, only its low band
-        batch = batch.to(device)
-        d = search_data(batch, model.points, geometry, ds.box, cfg.dose_weight, cfg.dose_mask, cfg.tilt_weight)
-        m = min(m_max, d.k.shape[0])
-        parts.append((d, m, batch.particles))
-    m = min(p[1] for p in parts)
-    data = SearchData(
-        y=torch.cat([d.y[:, :m] for d, _, _ in parts]), k=parts[0][0].k[:m], factor=torch.cat([d.factor[:, :m] for d, _, _ in parts]),
-        weight=torch.cat([d.weight[:, :m] for d, _, _ in parts]),
-        image_particle=torch.cat([d.image_particle + int(p[0]) for d, _, p in parts]), n_particles=ds.n_particles, box=ds.box,
-        image_weight=None if parts[0][0].image_weight is None else torch.cat([d.image_weight for d, _, _ in parts]),
-        geometry=None if geometry is None else geometry,
-    )
-    res = lowres_abinit(data, settings, log=log)
-    rot_img = res["rotation"][data.image_particle]
-    if geometry is not None:
-        rot_img = geometry @ rot_img
-    model.poses.rot6d.weight.copy_(matrix_to_rot6d(rot_img).to(model.poses.rot6d.weight.dtype))
-    model.poses.origin.weight.copy_((res["origin_px"] / model.poses.origin_unit_px).to(model.poses.origin.weight.dtype))
-    stats = {"lowres_seconds": round(res["seconds"], 3), "lowres_restart_errors": [round(e, 6) for e in res["restart_errors"]]}
-    if log is not None:
-        log(f"low-resolution ab initio: {res['seconds']:.1f} s, {settings.restarts} starts (mean errors {', '.join(f'{e:.4g}' for e in res['restart_errors'])}); the best one kept")
-    return stats
+    def end_epoch(self) -> dict:
+        """The epoch's search figures (for metrics.jsonl); the held-out particles are searched here."""
+        if self.searcher is not None:
+            self.searcher.search_all(self.val_particles)
+            self.stats = self.searcher.stats()
+            self.log(self.searcher.describe())
+        return self.stats
 
 
 class BatchSearch:
@@ -210,7 +112,7 @@ class BatchSearch:
         self.model, self.ds, self.cfg, self.device, self.resp = model, ds, cfg, device, resp
         self.round_index = epoch - 1
         self.settings = search_settings(cfg, ds.box, self.round_index)
-        consensus = cfg.n_classes > 1 and epoch < class_init_epoch(cfg)
+        consensus = cfg.n_classes > 1 and epoch < cfg.effective_class_init_epochs
         self.k_eval = 1 if consensus else cfg.n_classes
         geo = tilt_geometry(ds)
         self.geometry = torch.as_tensor(geo, device=device) if geo is not None else None
@@ -278,19 +180,3 @@ class BatchSearch:
             f"{1e3 * st['search_s_per_image_class']:.2f} ms per image per class"
         )
 
-
-def write_poses(model, batch, data: SearchData, res, resp: torch.Tensor | None, k_eval: int) -> None:
-    """Pose table rows of ``batch``'s images from the search result, under each particle's class."""
-    dev = res.rotation.device
-    if k_eval == 1:
-        cls = torch.zeros(batch.n_particles, dtype=torch.long, device=dev)
-    else:
-        cls = resp[batch.particles].argmax(1) if resp is not None else res.error.argmin(1)
-    a = res.rotation[torch.arange(batch.n_particles, device=dev), cls]  # (P, 3, 3)
-    a_img = a[batch.image_particle]
-    rot_img = a_img if data.geometry is None else data.geometry @ a_img
-    shift = res.shift_px[torch.arange(batch.n_images, device=dev), cls[batch.image_particle]]
-    rot6d, origin = model.poses.rot6d.weight, model.poses.origin.weight
-    with torch.no_grad():
-        rot6d[batch.images] = matrix_to_rot6d(rot_img).to(rot6d.dtype)
-        origin[batch.images] = (shift / model.poses.origin_unit_px).to(origin.dtype)

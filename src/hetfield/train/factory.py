@@ -19,6 +19,10 @@ def build_model(ds, cfg: TrainConfig):
     shape = ModelShape.from_config(cfg, ds)
     rot = torch.from_numpy(ds.arrays["rotation"]) if cfg.pose_estimation == "refine" else None
     org = torch.from_numpy(ds.arrays["origin_px"]) if cfg.pose_estimation == "refine" else None
+    if cfg.pose_estimation == "abinit":  # input poses ignored: random rotations within the tilt geometry
+        from hetfield.train.abinit_search import initial_poses
+
+        rot, org = initial_poses(ds, cfg.seed)
     return Reconstruction(shape, rot, org), shape
 
 

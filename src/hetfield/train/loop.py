@@ -123,6 +123,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
 
     from hetfield.data.batching import ParticleBatches
     from hetfield.io.atomic import append_line, write_atomic
+    from hetfield.train.abinit import PoseSchedule
 
     state, state_path, note = prepare_run(run, cfg, ds, load, force, sources) if dd.is_main else (None, None, None)
     shared_path = dd.broadcast_text(str(state_path or ""))  # waits for rank 0's preparation
@@ -189,6 +190,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         log(f"holding out {len(val_particles)} of {ds.n_particles} particles to measure the validation loss")
     loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
     beta = cfg.effective_beta
+    pose_schedule = PoseSchedule(model, ds, cfg, device, log, val_particles)  # --pose-estimation abinit (else no-ops)
     last_metrics: dict[str, Any] = {}
     steps = len(loader)
     if start_epoch >= cfg.epochs:
@@ -233,7 +235,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             step_check()
             images_seen = particles_seen = 0
             step0 = -(-first // cfg.batch_size)
-            if model.scores is not None and epoch == cfg.class_init_epochs > 0 and first == 0:
+            if model.scores is not None and epoch == cfg.effective_class_init_epochs > 0 and first == 0:
                 from hetfield.train.class_start import initialise_classes
 
                 # Stops inside resume at the epoch start: the model changes only once EM is done.
@@ -241,11 +243,14 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 dd.broadcast_(model.scores.scores.data)  # every rank ran the same EM: keep rank 0's bits
                 resp.copy_(torch.softmax(model.scores.scores.detach(), -1))
                 resume_at = None  # no resumable state until the first step is done (nothing checks here)
-            consensus = model.scores is not None and epoch < cfg.class_init_epochs
-            hold = model.scores is not None and cfg.class_init_epochs > 0 and cfg.class_init_epochs <= epoch < cfg.class_init_epochs + cfg.class_hold_epochs
+            pose_schedule.start_epoch(epoch, first, resp)
+            init = cfg.effective_class_init_epochs
+            consensus = model.scores is not None and epoch < init
+            hold = model.scores is not None and init > 0 and init <= epoch < init + cfg.class_hold_epochs
             chunks = dd.shares(loader, epoch, first) if dd.enabled else ((None, b, 1.0) for b in loader.epoch(epoch, first))
             for step, (shares, batch, scale) in enumerate(chunks, start=step0):
                 batch = to_device(batch, device)
+                pose_schedule(batch)  # abinit: the batch's poses searched against the fields just before its step
                 noise, p, n_images = None, batch.n_particles, batch.n_images
                 if dd.enabled:  # the chunk's noise from the one generator, this rank's rows (train.distributed)
                     eps = torch.randn((sum(map(len, shares)), shape.zdim), generator=gen) if model.encoder is not None else None
@@ -261,7 +266,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 (out["loss"] * scale if dd.enabled else out["loss"]).backward()
                 if dd.enabled:
                     dd.sync_table_grads(model, shares, loader)
-                opt.step(poses=epoch >= cfg.pose_warmup_epochs)
+                opt.step(poses=epoch >= cfg.effective_pose_warmup_epochs)
                 if resp is not None and not consensus:
                     if dd.enabled:
                         dd.gather_responsibility(resp, shares, out["responsibility"])
@@ -298,6 +303,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 val = validation_loss(model, ds, cfg, val_particles, device, resp, consensus, check=check)
             if val is not None:
                 metrics["val_data_loss"] = val
+            metrics.update(pose_schedule.end_epoch())
             classes = None
             if resp is not None:
                 classes = resp.argmax(1)
