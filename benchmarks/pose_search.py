@@ -57,25 +57,26 @@ def measure(box: int, tilts: int, n_classes: int, batch_particles: int, repeats:
     from hetfield.data.batching import ParticleBatches
     from hetfield.imaging.so3_grid import SO3Grid
     from hetfield.model.pose_search import search_poses
-    from hetfield.model.reconstruction import ModelShape, Reconstruction
-    from hetfield.train import abinit
+    from hetfield.model.reconstruction import Reconstruction
+    from hetfield.model.shape import ModelShape
+    from hetfield.train import abinit, abinit_search
     from hetfield.train.config import TrainConfig
 
     cfg = TrainConfig(zdim=0, n_classes=n_classes, pose_estimation="abinit", epochs=20)
     ds = _dataset(box, batch_particles * repeats, tilts)
     model = Reconstruction(ModelShape(box=box, n_particles=ds.n_particles, n_images=ds.n_images, zdim=0, n_classes=n_classes, conf_estimation="none", pose_estimation="abinit")).eval()
     settings = abinit.search_settings(cfg, box, cfg.pose_search_epochs - 1)  # the widest bands
-    geo = abinit.tilt_geometry(ds)
+    geo = abinit_search.tilt_geometry(ds)
     geometry = torch.as_tensor(geo) if geo is not None else None
     with torch.no_grad():
         t = time.process_time()
-        volume = abinit.field_grid(model, settings.radius_px[-1], n_classes, None)
+        volume = abinit_search.field_grid(model, settings.radius_px[-1], n_classes, None)
         decode = time.process_time() - t
         loader = ParticleBatches(ds, model.points, batch_particles, shuffle=False, prefetch=False)
         search, n_images, levels = 0.0, 0, {}
         cache: dict = {}
         for batch in loader.epoch(0):
-            data = abinit.search_data(batch, model.points, geometry, box, True, True, True)
+            data = abinit_search.search_data(batch, model.points, geometry, box, True, True, True)
             t = time.process_time()
             res = search_poses(volume, data, n_classes, settings, cache=cache)
             search += time.process_time() - t
@@ -86,7 +87,7 @@ def measure(box: int, tilts: int, n_classes: int, batch_particles: int, repeats:
     refresh_images = 4 * batch_particles * tilts  # images searched per decoding in training
     return {
         "box": box, "tilts": tilts, "n_classes": n_classes, "batch_particles": batch_particles, "images": n_images,
-        "rotations_level0": SO3Grid(settings.base_nside).size(0), "final_spacing_deg": round(settings.final_spacing_deg(), 2),
+        "rotations_level0": SO3Grid(settings.base_nside).size(0), "load_avg": open("/proc/loadavg").read().split()[:3], "final_spacing_deg": round(settings.final_spacing_deg(), 2),
         "band_px": [round(r, 1) for r in settings.radius_px],
         "search_s_per_image_class": round(per, 5),
         "decode_s_per_class": round(decode / n_classes, 3),

@@ -82,12 +82,7 @@ def pose_truth(ctx, truth, epoch: int, cls: np.ndarray, notes: list[str]) -> dic
         notes.append("--truth: no true particle poses (or no dataset); pose errors skipped")
         return None
     df = truth.particles
-    lookup = {str(n): i for i, n in enumerate(df["particle_name"].astype(str))}
-    names = [str(n) for n in ctx.dataset.particle_names]
-    if any(n not in lookup for n in names):
-        notes.append("--truth: particle names do not match the truth; pose errors skipped")
-        return None
-    rows = np.array([lookup[n] for n in names])
+    rows = truth.rows_for([str(n) for n in ctx.dataset.particle_names])
     a_true = euler_to_matrix(*(df[c].to_numpy(np.float64)[rows] for c in cols))
     arr = ctx.dataset.arrays
     image_particle = np.asarray(arr["particle"], np.int64)

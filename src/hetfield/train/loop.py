@@ -74,7 +74,7 @@ def train(
         ds = Dataset.open(data_path)
         ds.check_fresh()
         if cfg.pose_estimation in ("fixed", "refine") and not ds.has_poses:
-            raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; ab initio pose search is not available yet")
+            raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; use --pose-estimation abinit (input poses ignored)")
         device = resolve_device(dd.device_name(cfg.device))
         resolve_precision(cfg.amp, device)  # a GPU without bf16 refuses --amp before anything is written
         dd.start(device)
