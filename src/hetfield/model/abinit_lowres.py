@@ -56,6 +56,7 @@ class LowresSettings:
     max_shift_px: float = 3.2
     ridge: float = 1e-3  # λ relative to the mean of the denominator
     oversample: float = 2.0
+    anneal: float = 0.6  # share of the iterations over which the band widens to band[1]
     seed: int = 0
 
     @classmethod
@@ -183,9 +184,13 @@ def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: Sea
     first = next_batch()
     sub, ti = _subset(data, first, offsets)
     _add_images(acc, data, ti, _image_rotations(sub, torch.as_tensor(random_rotations(len(first), rng), dtype=torch.float32, device=dev)), None)
-    for _ in range(s.iterations):
+    for it in range(s.iterations):
         sub, ti = _subset(data, next_batch(), offsets)
-        res = search_poses(acc.volume(s.ridge), sub, 1, search)
+        # The band widens from band[0] to band[1] over the first ``anneal`` of the iterations: matched
+        # at the final band from the start, early maps locked onto their own noise (wrong shapes).
+        hi = s.band[0] + (s.band[1] - s.band[0]) * min(1.0, (it + 1) / max(s.anneal * s.iterations, 1))
+        step = replace(search, radius_px=tuple(float(r) for r in np.linspace(0.6 * hi, hi, s.n_levels)))
+        res = search_poses(acc.volume(s.ridge), sub, 1, step)
         acc.decay(s.decay)
         _add_images(acc, data, ti, _image_rotations(sub, res.rotation[:, 0]), res.shift_px[:, 0])
     return acc
