@@ -2,7 +2,7 @@
 
 The neural fields cannot start an ab initio run by themselves: searched against a field trained
 on random poses (the rotational average), poses stayed random or settled on a self-consistent
-wrong map (an elongated "rod", median error 60–75°; see RESEARCH-15.md). So the run starts with
+wrong map (an elongated "rod", median error 60–75° on the research branch research/15-abinit). So the run starts with
 the classic, cheap solution at low resolution, as cryoSPARC's ab initio does:
 
 1. **Centring.** The particles at random rotations average into a (nearly) spherically symmetric
@@ -19,7 +19,15 @@ the classic, cheap solution at low resolution, as cryoSPARC's ab initio does:
    next ones align to it; a few hundred iterations of 100 particles find the particle's low
    resolution shape. Hard assignments are used: soft ones (a posterior over the 64 best grid
    rotations, annealed) were 5× slower per iteration and not more reliable in our tests.
+   The band widens from ``band[0]`` to ``band[1]`` over the first ``anneal`` of the iterations
+   (matched at the full band from the start, 400 high-SNR particles settled on a wrong map, 45°
+   median error; annealed, 5°).
 3. A final search of every particle against the map gives the poses the fields start from.
+
+K > 1 classes: K maps are reconstructed at once from random shares of the first mini-batch; every
+particle of a mini-batch joins the class whose map explains it best, and every class keeps at least
+``min_share / K`` of each assignment (:func:`_assign`: a starving class takes the particles that lose
+least by moving), so one map cannot take every particle.
 
 Everything is in terms of :class:`~hetfield.model.pose_search.SearchData` (images on the half
 lattice, CTF factors, weights, tilt geometry), so it knows nothing of datasets or fields.
@@ -56,6 +64,7 @@ class LowresSettings:
     max_shift_px: float = 3.2
     ridge: float = 1e-3  # λ relative to the mean of the denominator
     oversample: float = 2.0
+    min_share: float = 0.5  # K > 1: every class keeps at least min_share / K of each assignment
     anneal: float = 0.6  # share of the iterations over which the band widens to band[1]
     seed: int = 0
 
@@ -112,7 +121,7 @@ def _image_rotations(sub: SearchData, particle_rotation: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
-def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=None) -> dict:
+def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=None, n_classes: int = 1) -> dict:
     """Ab initio poses of every particle of ``data`` at low resolution (module docstring).
 
     Returns ``rotation (P, 3, 3)`` particle rotations, ``origin_px (n, 2)`` image origins,
@@ -135,41 +144,72 @@ def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=
     centre = search_poses(acc.volume(s.ridge), data, 1, centring).shift_px[:, 0]
     data = centre_data(data, centre)
 
-    # 2. stochastic iterations, from several random starts; the map that explains a fixed subset
-    # of particles best wins (about half of the starts settle on a wrong, self-consistent map).
+    # 2. stochastic iterations, from several random starts; the maps that explain a fixed subset
+    # of particles best win (about half of the starts settle on a wrong, self-consistent map).
     search = SearchSettings(base_nside=s.base_nside, radius_px=tuple(np.linspace(s.band[0], s.band[1], s.n_levels)), n_keep=8,
                             max_shift_px=s.shift_window_px, shift_points=5 if s.shift_window_px > 0 else 1)
     select = np.sort(rng.choice(p_all, size=min(p_all, s.select_particles), replace=False))
     sel_data, _ = _subset(data, select, offsets)
+    k = max(int(n_classes), 1)
     best, scores = None, []
     for restart in range(max(s.restarts, 1)):
-        acc = _chain(data, offsets, s, search, np.random.default_rng([s.seed, 1515, restart]), dev)
-        score = float(search_poses(acc.volume(s.ridge), sel_data, 1, search).error[:, 0].mean())
+        accs = _chain(data, offsets, s, search, np.random.default_rng([s.seed, 1515, restart]), dev, k)
+        err = search_poses(_maps(accs, s.ridge), sel_data, k, search).error
+        score = float(err.min(1).values.mean())
         scores.append(score)
         if log is not None:
             log(f"low-resolution ab initio: start {restart + 1}/{s.restarts}, mean error {score:.5g} on {len(select)} particles")
         if best is None or score < best[0]:
-            best = (score, acc)
-    acc = best[1]
+            best = (score, accs)
 
-    # 3. every particle against the final map
-    volume = acc.volume(s.ridge)
-    final = search_poses(volume, data, 1, search)
+    # 3. every particle against the final maps, in its best class (at least min_share of them each)
+    volume = _maps(best[1], s.ridge)
+    final = search_poses(volume, data, k, search)
+    cls = _assign(final.error, s.min_share)
+    rows = torch.arange(p_all, device=dev)
+    img_cls = cls[data.image_particle]
     return {
-        "rotation": final.rotation[:, 0],
-        "origin_px": centre + final.shift_px[:, 0],
+        "rotation": final.rotation[rows, cls],
+        "origin_px": centre + final.shift_px[torch.arange(data.n_images, device=dev), img_cls],
+        "classes": cls,
         "volume": volume,
         "centring_px": centre,
-        "error": final.error[:, 0],
+        "error": final.error[rows, cls],
         "seconds": time.perf_counter() - t0,
         "restart_errors": scores,
     }
 
 
-def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: SearchSettings, rng: np.random.Generator, dev) -> FourierAccumulator:
-    """One run of the stochastic iterations from a random start; returns its reconstruction."""
+def _maps(accs: list[FourierAccumulator], ridge: float) -> FourierGrid:
+    vols = [a.volume(ridge) for a in accs]
+    return FourierGrid(torch.cat([v.values for v in vols]), vols[0].box, vols[0].oversample)
+
+
+def _assign(error: torch.Tensor, min_share: float) -> torch.Tensor:
+    """Each particle's best class ``(P,)`` from ``error (P, K)``, with every class given at least
+    ``min_share / K`` of the particles: a starving class takes those that lose least by moving to it
+    (the guard against one map taking every particle)."""
+    cls = error.argmin(1)
+    p, k = error.shape
+    if k == 1:
+        return cls
+    need = int(math.ceil(min_share * p / k))
+    for c in range(k):
+        short = need - int((cls == c).sum())
+        if short > 0:
+            loss = error[:, c] - error.gather(1, cls[:, None])[:, 0]
+            counts = torch.bincount(cls, minlength=k)
+            movable = (cls != c) & (counts[cls] > need)  # never empty another class below the share
+            loss = torch.where(movable, loss, torch.full_like(loss, float("inf")))
+            take = torch.topk(loss, min(short, int(movable.sum())), largest=False).indices
+            cls[take] = c
+    return cls
+
+
+def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: SearchSettings, rng: np.random.Generator, dev, k: int = 1) -> list[FourierAccumulator]:
+    """One run of the stochastic iterations from a random start; returns its ``k`` reconstructions."""
     p_all = data.n_particles
-    acc = FourierAccumulator(data.box, s.band[1], s.oversample, dev)
+    accs = [FourierAccumulator(data.box, s.band[1], s.oversample, dev) for _ in range(k)]
     order = rng.permutation(p_all)
     pos = 0
 
@@ -183,14 +223,24 @@ def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: Sea
 
     first = next_batch()
     sub, ti = _subset(data, first, offsets)
-    _add_images(acc, data, ti, _image_rotations(sub, torch.as_tensor(random_rotations(len(first), rng), dtype=torch.float32, device=dev)), None)
+    rot = _image_rotations(sub, torch.as_tensor(random_rotations(len(first), rng), dtype=torch.float32, device=dev))
+    split = torch.as_tensor(rng.integers(0, k, len(first)), device=dev)[sub.image_particle]
+    for c in range(k):  # each class starts from its own random share of the first mini-batch
+        _add_images(accs[c], data, ti[split == c], rot[split == c], None)
     for it in range(s.iterations):
         sub, ti = _subset(data, next_batch(), offsets)
         # The band widens from band[0] to band[1] over the first ``anneal`` of the iterations: matched
         # at the final band from the start, early maps locked onto their own noise (wrong shapes).
         hi = s.band[0] + (s.band[1] - s.band[0]) * min(1.0, (it + 1) / max(s.anneal * s.iterations, 1))
         step = replace(search, radius_px=tuple(float(r) for r in np.linspace(0.6 * hi, hi, s.n_levels)))
-        res = search_poses(acc.volume(s.ridge), sub, 1, step)
-        acc.decay(s.decay)
-        _add_images(acc, data, ti, _image_rotations(sub, res.rotation[:, 0]), res.shift_px[:, 0])
-    return acc
+        res = search_poses(_maps(accs, s.ridge), sub, k, step)
+        cls = _assign(res.error, s.min_share)
+        img_cls = cls[sub.image_particle]
+        n = torch.arange(sub.n_images, device=dev)
+        rot = _image_rotations(sub, res.rotation[torch.arange(sub.n_particles, device=dev), cls])
+        shift = res.shift_px[n, img_cls]
+        for c in range(k):
+            accs[c].decay(s.decay)
+            sel = img_cls == c
+            _add_images(accs[c], data, ti[sel], rot[sel], shift[sel])
+    return accs

@@ -14,13 +14,14 @@ Schedule (epochs counted from 0; ``S = pose_search_epochs``; the input poses are
 * epochs ``S + 1 …``, **refine**: the pose table is trained by gradient with the fields
   (``lr_pose``), as ``--pose-estimation refine`` does.
 
-K > 1: the low-resolution ab initio and the first ``ceil(S / 2)`` search rounds belong to the
-consensus (field 0 alone); the classes start at epoch ``max(class_init_epochs, 1 + ceil(S / 2))``
-from low-resolution EM on the searched poses (:mod:`hetfield.train.class_start`, the guard against
-a collapse into one class), and the remaining rounds search every class: each particle takes the
-pose found under its most probable class. Fields with a per-particle latent are searched at a
-consensus latent (the prior mean ``z = 0`` for an encoder, the class mean of the table for an
-autodecoder).
+K > 1: the low-resolution start reconstructs K maps at once (each mini-batch particle goes to the
+class whose map explains it best; every class keeps at least ``min_share / K`` of each assignment, the
+guard against one map taking every particle, :func:`hetfield.model.abinit_lowres._assign`); its
+classes seed the score table (as the EM start of :mod:`hetfield.train.class_start` would) and are
+held for ``class_hold_epochs``; every search round searches every class, and each particle takes the
+pose found under its most probable class (each class's map has its own frame). Fields with a
+per-particle latent are searched at a consensus latent (the prior mean ``z = 0`` for an encoder, the
+class mean of the table for an autodecoder).
 
 Tilt series: the search keeps each particle's tilt geometry and searches one rotation per particle,
 scored over all its tilts. The geometry is each image's rotation relative to the particle's first
@@ -81,7 +82,7 @@ class PoseSchedule:
         if not self.on:
             return
         if epoch == 0 and first == 0:
-            self.stats = lowres_start(self.model, self.ds, self.cfg, self.device, self.log)
+            self.stats = lowres_start(self.model, self.ds, self.cfg, self.device, self.log, resp, self.val_particles)
         elif phase(self.cfg, epoch) == "search":
             self.searcher = BatchSearch(self.model, self.ds, self.cfg, self.device, epoch, resp)
 

@@ -97,8 +97,10 @@ def field_grid(model, radius_px: float, n_classes: int, z: torch.Tensor | None, 
 
 
 @torch.no_grad()
-def lowres_start(model, ds, cfg, device, log=None) -> dict:
-    """Epoch 0: the low-resolution ab initio of every particle; its poses go into the pose table."""
+def lowres_start(model, ds, cfg, device, log=None, resp=None, particles=None) -> dict:
+    """Epoch 0: the low-resolution ab initio of every particle; its poses go into the pose table and,
+    K > 1, its classes into the score table (as the EM start of train.class_start does: held-out
+    ``particles`` excluded keep uniform scores) and ``resp``."""
     from hetfield.data.batching import ParticleBatches
     from hetfield.model.abinit_lowres import lowres_abinit
 
@@ -121,15 +123,28 @@ def lowres_start(model, ds, cfg, device, log=None) -> dict:
         image_weight=None if parts[0][0].image_weight is None else torch.cat([d.image_weight for d, _, _ in parts]),
         geometry=None if geometry is None else geometry,
     )
-    res = lowres_abinit(data, settings, log=log)
+    res = lowres_abinit(data, settings, log=log, n_classes=cfg.n_classes)
     rot_img = res["rotation"][data.image_particle]
     if geometry is not None:
         rot_img = geometry @ rot_img
     model.poses.rot6d.weight.copy_(matrix_to_rot6d(rot_img).to(model.poses.rot6d.weight.dtype))
     model.poses.origin.weight.copy_((res["origin_px"] / model.poses.origin_unit_px).to(model.poses.origin.weight.dtype))
     stats = {"lowres_seconds": round(res["seconds"], 3), "lowres_restart_errors": [round(e, 6) for e in res["restart_errors"]]}
+    if model.scores is not None:
+        from hetfield.train.class_start import SCORE_STRENGTH
+
+        cls = res["classes"].to(model.scores.scores.device)
+        scores = torch.zeros_like(model.scores.scores)
+        scores[torch.arange(ds.n_particles, device=cls.device), cls] = SCORE_STRENGTH
+        if particles is not None and len(particles):
+            scores[torch.as_tensor(np.asarray(particles), device=cls.device)] = 0.0
+        model.scores.scores.copy_(scores)
+        if resp is not None:
+            resp.copy_(torch.softmax(scores, -1).to(resp.dtype))
+        stats["lowres_class_sizes"] = torch.bincount(cls, minlength=cfg.n_classes).tolist()
     if log is not None:
-        log(f"low-resolution ab initio: {res['seconds']:.1f} s, {settings.restarts} starts (mean errors {', '.join(f'{e:.4g}' for e in res['restart_errors'])}); the best one kept")
+        log(f"low-resolution ab initio: {res['seconds']:.1f} s, {settings.restarts} starts"
+            + (f", {cfg.n_classes} classes of sizes {stats['lowres_class_sizes']}" if "lowres_class_sizes" in stats else "") + f" (mean errors {', '.join(f'{e:.4g}' for e in res['restart_errors'])}); the best one kept")
     return stats
 
 

@@ -77,10 +77,14 @@ class TrainConfig:
 
     @property
     def effective_class_init_epochs(self) -> int:
-        """The mixture's EM start: abinit searches ``ceil(S/2)`` rounds on the consensus first (train.abinit)."""
-        if self.pose_estimation == "abinit":
-            return max(self.class_init_epochs, 1 + -(-self.pose_search_epochs // 2))
-        return self.class_init_epochs
+        """The mixture's EM start (epochs of consensus before it); abinit: 0, its low-resolution start
+        gives the classes (train.abinit)."""
+        return 0 if self.pose_estimation == "abinit" else self.class_init_epochs
+
+    @property
+    def class_start_held(self) -> bool:
+        """Whether the first ``class_hold_epochs`` hold the starting partition (EM or abinit's start)."""
+        return self.effective_class_init_epochs > 0 or self.pose_estimation == "abinit"
 
     @property
     def effective_pose_warmup_epochs(self) -> int:
