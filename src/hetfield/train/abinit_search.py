@@ -15,7 +15,7 @@ from hetfield.model.search_data import SearchData
 SEARCH_BATCH_PARTICLES = 256  # particles read per search call (the search chunks them further)
 
 
-def lowres_settings(cfg, box: int):
+def lowres_settings(cfg, box: int, tilts_per_particle: float = 1.0):
     """The low-resolution start's settings for ``box`` (shift range from ``pose_search_max_shift_px``)."""
     from dataclasses import replace
 
@@ -24,7 +24,10 @@ def lowres_settings(cfg, box: int):
     kw = {"seed": cfg.seed}
     if cfg.pose_search_max_shift_px is not None:
         kw["max_shift_px"] = float(cfg.pose_search_max_shift_px)
-    return replace(LowresSettings.for_box(box), **kw)
+    s = LowresSettings.for_box(box)
+    if tilts_per_particle > 1:  # a tilt series particle carries its tilts' signal: mini-batches of ~50 images
+        kw["batch_particles"] = max(8, int(round(s.batch_particles / tilts_per_particle)))
+    return replace(s, **kw)
 
 
 # -- geometry and initial poses --------------------------------------------------------------------
@@ -104,7 +107,7 @@ def lowres_start(model, ds, cfg, device, log=None, resp=None, particles=None) ->
     from hetfield.data.batching import ParticleBatches
     from hetfield.model.abinit_lowres import lowres_abinit
 
-    settings = lowres_settings(cfg, ds.box)
+    settings = lowres_settings(cfg, ds.box, ds.n_images / max(ds.n_particles, 1))
     geo = tilt_geometry(ds)
     geometry = torch.as_tensor(geo, device=device) if geo is not None else None
     m_max = max(int((model.points.radius_px <= settings.band[1] + 1e-4).sum()), 1)
