@@ -19,7 +19,9 @@ class whose map explains it best; every class keeps at least ``min_share / K`` o
 guard against one map taking every particle, :func:`hetfield.model.abinit_lowres._assign`); its
 classes seed the score table (as the EM start of :mod:`hetfield.train.class_start` would) and are
 held for ``class_hold_epochs``; every search round searches every class, and each particle takes the
-pose found under its most probable class (each class's map has its own frame). Fields with a
+pose found under its most probable class (each class's map has its own frame); after each round
+:meth:`BatchSearch.rebalance` gives a class left below ``MIN_SHARE / K`` the particles that lose
+least by moving to it (the guard once the start's partition is released). Fields with a
 per-particle latent are searched at a consensus latent (the prior mean ``z = 0`` for an encoder, the
 class mean of the table for an autodecoder).
 
@@ -45,6 +47,7 @@ from hetfield.train.abinit_search import (
 # Bands (coarsest level, finest level) as fractions of the box, in the first and in the last round.
 BAND_FIRST = (0.20, 0.35)
 BAND_LAST = (0.25, 0.45)
+MIN_SHARE = 0.5  # K > 1: after each search round every class keeps at least MIN_SHARE / K of the particles
 
 
 def phase(cfg, epoch: int) -> str:
@@ -94,6 +97,7 @@ class PoseSchedule:
         """The epoch's search figures (for metrics.jsonl); the held-out particles are searched here."""
         if self.searcher is not None:
             self.searcher.search_all(self.val_particles)
+            self.searcher.rebalance()
             self.stats = self.searcher.stats()
             self.log(self.searcher.describe())
         return self.stats
@@ -124,6 +128,12 @@ class BatchSearch:
         self.seconds = {"decode": 0.0, "search": 0.0}
         self.levels: dict[str, float] = {}
         self.n_images = 0
+        self.moved = 0
+        if self.k_eval > 1:  # every particle's search under every class, for the rebalancing
+            n_p, k = ds.n_particles, self.k_eval
+            self.err = torch.full((n_p, k), float("nan"), device=device)
+            self.rot = torch.zeros(n_p, k, 3, 3, device=device)
+            self.shift = torch.zeros(ds.n_images, k, 2, device=device)
 
     @torch.no_grad()
     def __call__(self, batch) -> None:
@@ -140,6 +150,8 @@ class BatchSearch:
         data = search_data(batch, model.points, self.geometry, self.ds.box, self.cfg.dose_weight, self.cfg.dose_mask, self.cfg.tilt_weight)
         res = search_poses(self.volume, data, self.k_eval, self.settings, cache=self.cache)
         write_poses(model, batch, data, res, self.resp, self.k_eval)
+        if self.k_eval > 1:
+            self.err[batch.particles], self.rot[batch.particles], self.shift[batch.images] = res.error, res.rotation, res.shift_px
         t2 = time.perf_counter()
         self.seconds["decode"] += t1 - t0
         self.seconds["search"] += t2 - t1
@@ -161,9 +173,51 @@ class BatchSearch:
             self.steps = 1  # one decoding for all of them
             self(batch.to(self.device))
 
+    @torch.no_grad()
+    def rebalance(self, min_share: float = MIN_SHARE) -> int:
+        """K > 1, after the epoch's search: a class left with fewer than ``min_share / K`` of the
+        searched particles (by their most probable class) takes those that lose least by moving to
+        it (search errors), with their poses under it; returns how many moved. The guard against a
+        collapse into one class once the start's partition is released."""
+        from hetfield.imaging.rotations import matrix_to_rot6d
+        from hetfield.model.abinit_lowres import _assign
+        from hetfield.train.class_start import SCORE_STRENGTH
+
+        if self.k_eval == 1 or self.resp is None or self.model.scores is None:
+            return 0
+        seen = torch.isfinite(self.err).all(1).nonzero()[:, 0]
+        if len(seen) < 2 * self.k_eval:
+            return 0
+        before = self.resp[seen].argmax(1)
+        # Each particle stays in its class unless moved: the others cost what the search says moving loses.
+        err = (self.err[seen] - self.err[seen].gather(1, before[:, None])).clamp_min(0.0)
+        err.scatter_(1, before[:, None], -1.0)
+        after = _assign(err, min_share)
+        moved = seen[after != before]
+        if len(moved) == 0:
+            return 0
+        cls = after[after != before]
+        scores = torch.zeros(len(moved), self.k_eval, device=self.resp.device)
+        scores[torch.arange(len(moved)), cls] = SCORE_STRENGTH
+        self.model.scores.scores[moved] = scores.to(self.model.scores.scores.dtype)
+        self.resp[moved] = torch.softmax(scores, -1).to(self.resp.dtype)
+        offsets = torch.as_tensor(np.asarray(self.ds.offsets), device=moved.device)
+        counts = offsets[moved + 1] - offsets[moved]
+        images = torch.cat([torch.arange(int(offsets[p]), int(offsets[p + 1]), device=moved.device) for p in moved.tolist()])
+        img_cls = torch.repeat_interleave(cls, counts)
+        a = self.rot[torch.repeat_interleave(moved, counts), img_cls]
+        if self.geometry is not None:
+            a = self.geometry[images] @ a
+        poses = self.model.poses
+        poses.rot6d.weight[images] = matrix_to_rot6d(a).to(poses.rot6d.weight.dtype)
+        poses.origin.weight[images] = (self.shift[images, img_cls] / poses.origin_unit_px).to(poses.origin.weight.dtype)
+        self.moved = len(moved)
+        return self.moved
+
     def stats(self) -> dict:
         per = self.seconds["search"] / max(self.n_images * self.k_eval, 1)
         return {
+            "search_rebalanced": self.moved,
             "search_seconds": round(self.seconds["search"] + self.seconds["decode"], 3),
             "search_decode_seconds": round(self.seconds["decode"], 3),
             "search_s_per_image_class": per,
@@ -179,5 +233,6 @@ class BatchSearch:
             f"{self.k_eval} class{'es' if self.k_eval > 1 else ''}, final spacing {s.final_spacing_deg():.1f}°): "
             f"{st['search_seconds']:.1f} s ({st['search_decode_seconds']:.1f} s decoding), "
             f"{1e3 * st['search_s_per_image_class']:.2f} ms per image per class"
+            + (f"; {self.moved} particles moved to keep every class above {MIN_SHARE:g}/K" if self.moved else "")
         )
 
