@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hetfield.analysis.analyze_truth import truth_metrics
+from hetfield.analysis.pose_export import learned_poses
 from hetfield.errors import ConfigError
 
 
@@ -65,14 +66,18 @@ def _particle_rows(ds):
     return np.asarray(ds.arrays["particle"], np.int64), ds.table["source_row"].to_numpy(np.int64)
 
 
-def _export(ds, rows_of, particles: np.ndarray, out: Path, rel_stem: str) -> list[str]:
-    """Write ``particles`` (all their images) in the user's own format; returns the files, relative to ``out``."""
+def _export(ds, rows_of, particles: np.ndarray, out: Path, rel_stem: str, poses=None) -> list[str]:
+    """Write ``particles`` (all their images) in the user's own format, with learned ``poses`` where the
+    run has them (analysis.pose_export); returns the files, relative to ``out``."""
+    from hetfield.analysis.pose_export import write_poses_into
     from hetfield.io.readers import export_particles
 
     ext = ".cs" if ds.source_info.reader == "cryosparc" else ".star"
     image_particle, source_row = rows_of
     rows = np.unique(source_row[np.isin(image_particle, np.asarray(particles, np.int64))])
     written = export_particles(ds.source_info, rows, out / f"{rel_stem}{ext}")
+    if poses is not None and len(written) == 1:
+        write_poses_into(ds, poses, written[0], rows)
     return [str(Path(p).resolve().relative_to(out.resolve())) for p in written]
 
 
@@ -227,11 +232,14 @@ def analyze_epoch(
     if ds is not None and rows_of is not None:
         if progress:
             progress("writing STAR files", 0, 1)
+        poses = learned_poses(ds, lat)  # refine/abinit: exported with the particles; all of them in particles/all
+        if poses is not None:
+            summary["files"]["star"] += _export(ds, rows_of, np.arange(ds.n_particles), out, "particles/all", poses)
         if kk > 1:
             for c in classes:
                 members = np.flatnonzero(cls == c)
                 if members.size:
-                    summary["files"]["star"] += _export(ds, rows_of, members, out, f"particles/class_{c}")
+                    summary["files"]["star"] += _export(ds, rows_of, members, out, f"particles/class_{c}", poses)
         for gname, gp in private["groups"].items():
             km = gp.get("kmeans")
             if km is None:
@@ -239,7 +247,7 @@ def analyze_epoch(
             stars = []
             for j in range(km.k):
                 sel = gp["members"][km.labels == j]
-                stars.append(_export(ds, rows_of, sel, out, f"particles/{gname}_kmeans{km.k}_{j:03d}"))
+                stars.append(_export(ds, rows_of, sel, out, f"particles/{gname}_kmeans{km.k}_{j:03d}", poses))
                 summary["files"]["star"] += stars[-1]
             gp["kmeans_star"] = stars
         if progress:

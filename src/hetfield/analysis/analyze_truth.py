@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from hetfield.analysis.pose_export import pose_truth
+
 
 def truth_metrics(ctx, truth, epoch, cls, z, classes, vols, class_vol, private, notes, k, device) -> dict[str, Any]:
     """Label metrics (ARI/NMI, |Spearman|) and FSC of learned volumes against their matched true maps."""
@@ -30,6 +32,10 @@ def truth_metrics(ctx, truth, epoch, cls, z, classes, vols, class_vol, private, 
         else:
             notes.append("--truth: no dataset to match particle names and the counts differ; label metrics skipped")
     n_true = int(true_cls.max()) + 1 if true_cls is not None else len(truth.class_maps())
+    poses = pose_truth(ctx, truth, epoch, cls, notes)  # refine/abinit runs: errors after global alignment
+    alignment = poses.pop("_alignment") if poses is not None else None
+    if poses is not None:
+        res["poses"] = poses
     if true_cls is not None:
         res["n_true_classes"] = n_true
         if ctx.n_classes > 1:
@@ -74,6 +80,11 @@ def truth_metrics(ctx, truth, epoch, cls, z, classes, vols, class_vol, private, 
         learned = [(f"k-means({km2.k}) centre {j}", v2[j]) for j in range(km2.k)]
     else:
         learned = [(f"class {c}", vols[class_vol[c]]) for c in classes]
+    if alignment is not None and (ctx.config.get("train") or {}).get("pose_estimation") == "abinit":
+        from hetfield.analysis.pose_metrics import aligned_map  # an ab initio map has its own frame and hand
+
+        learned = [(name, aligned_map(v, tmaps[0].volume, alignment)) for name, v in learned]
+        res["maps_aligned"] = "rotated (and mirrored) by the poses' global alignment, then shifted, before cc and FSC"
     cc = np.array([[M.masked_correlation(v, t.volume, mask) for t in tmaps] for _, v in learned])
     pairs = M.match_best(cc)
     rows = []

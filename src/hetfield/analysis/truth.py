@@ -35,6 +35,7 @@ class Truth:
     path: Path
     particles: object | None = None  # DataFrame (particle_name, class, t, …) or None
     maps: list[TrueMap] = field(default_factory=list)
+    image_names: dict = field(default_factory=dict)  # image name -> particle name (images.csv): SPA datasets name particles by image
 
     @property
     def has_labels(self) -> bool:
@@ -48,17 +49,23 @@ class Truth:
     def maps_for_box(self, box: int) -> list[TrueMap]:
         return [m for m in self.maps if m.volume.shape == (box, box, box)]
 
-    def labels_for(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``(class, t)`` of the dataset's particles, by name; InputError when names do not match."""
+    def rows_for(self, names: list[str]) -> np.ndarray:
+        """Rows of ``particles.csv`` of the dataset's particles, by particle (or image) name."""
         df = self.particles
         lookup = {str(n): i for i, n in enumerate(df["particle_name"].astype(str))}
+        lookup.update({img: lookup[p] for img, p in self.image_names.items() if p in lookup and img not in lookup})
         missing = [n for n in names if str(n) not in lookup]
         if missing:
             raise InputError(
                 f"{self.path / 'particles.csv'}: {len(missing)} of the run's {len(names)} particles are not in the truth "
                 f"(first: {missing[0]!r}); pass the truth of the simulation this dataset was prepared from"
             )
-        rows = np.array([lookup[str(n)] for n in names])
+        return np.array([lookup[str(n)] for n in names])
+
+    def labels_for(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(class, t)`` of the dataset's particles, by name; InputError when names do not match."""
+        df = self.particles
+        rows = self.rows_for(names)
         cls = df["class"].to_numpy(np.int64)[rows]
         t = df["t"].to_numpy(np.float64)[rows] if "t" in df.columns else np.full(len(rows), np.nan)
         return cls, t
@@ -85,6 +92,13 @@ def load_truth(path: str | Path) -> Truth:
         for col in ("particle_name", "class"):
             if col not in particles.columns:
                 raise InputError(f"{csv}: no column {col!r}; pass the truth/ folder written by `hetfield simulate`")
+    image_names = {}
+    if particles is not None and (path / "images.csv").is_file():
+        try:
+            im = pd.read_csv(path / "images.csv", usecols=["image_name", "particle_name"])
+            image_names = dict(zip(im["image_name"].astype(str), im["particle_name"].astype(str)))
+        except (ValueError, OSError):
+            pass
     maps = []
     for p in sorted(path.glob("*.mrc")):
         try:
@@ -103,4 +117,4 @@ def load_truth(path: str | Path) -> Truth:
         maps.append(TrueMap(name=p.stem, path=p, volume=vol, voxel_size_A=apix, true_class=cls, t=t))
     if particles is None and not maps:
         raise InputError(f"--truth {path}: neither truth/particles.csv nor any .mrc map found there; pass the simulation folder or a folder of true maps")
-    return Truth(path=path, particles=particles, maps=maps)
+    return Truth(path=path, particles=particles, maps=maps, image_names=image_names)

@@ -68,7 +68,7 @@ class Reconstruction(nn.Module):
         self.register_buffer("prior_weight", torch.zeros_like(self.amplitude) if shape.field_prior else None)
         self.scores = ScoreTable(shape.n_particles, shape.n_classes) if shape.n_classes > 1 else None
         self.poses = None
-        if shape.pose_estimation == "refine":
+        if shape.pose_estimation in ("refine", "abinit"):  # abinit: the search writes the table
             if rotations is None or origins_px is None:
                 rotations = torch.eye(3).expand(shape.n_images, 3, 3)
                 origins_px = torch.zeros(shape.n_images, 2)

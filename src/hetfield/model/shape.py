@@ -38,6 +38,8 @@ def _from_config(cls, cfg: TrainConfig, dataset) -> "ModelShape":
     """The shape of a model trained on ``dataset`` with ``cfg`` (``conf_estimation`` as it takes effect)."""
     options = {name: getattr(cfg, name) for name in ARCHITECTURE_OPTIONS}
     options["conf_estimation"] = cfg.effective_conf_estimation
+    if cfg.pose_estimation == "abinit":  # both starts read the images at their poses: there are none yet
+        options.update(latent_start="none", field_prior=False)
     return cls(box=dataset.box, n_particles=dataset.n_particles, n_images=dataset.n_images, **options)
 
 

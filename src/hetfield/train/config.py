@@ -13,7 +13,7 @@ from typing import Any
 from hetfield.errors import ConfigError
 
 CONF_ESTIMATION = ("encoder", "autodecoder", "none")
-POSE_ESTIMATION = ("fixed", "refine")
+POSE_ESTIMATION = ("fixed", "refine", "abinit")
 LATENT_START = ("factor", "none")
 
 
@@ -55,6 +55,10 @@ class TrainConfig:
     lr_score_table: float = 1e-2
     lr_pose: float = 3e-3
     pose_warmup_epochs: int = 2
+    # --pose-estimation abinit (train/abinit.py): search rounds, coarsest grid, shift range
+    pose_search_epochs: int = 6
+    pose_search_base_nside: int = 4
+    pose_search_max_shift_px: float | None = None  # None: box / 10
     weight_decay: float = 0.0
     val_fraction: float = 0.05
     # imaging
@@ -87,6 +91,22 @@ class TrainConfig:
     @property
     def effective_conf_estimation(self) -> str:
         return "none" if self.zdim == 0 else self.conf_estimation
+
+    @property
+    def effective_class_init_epochs(self) -> int:
+        """The mixture's EM start (epochs of consensus before it); abinit: 0, its low-resolution start
+        gives the classes (train.abinit)."""
+        return 0 if self.pose_estimation == "abinit" else self.class_init_epochs
+
+    @property
+    def class_start_held(self) -> bool:
+        """Whether the first ``class_hold_epochs`` hold the starting partition (EM or abinit's start)."""
+        return self.effective_class_init_epochs > 0 or self.pose_estimation == "abinit"
+
+    @property
+    def effective_pose_warmup_epochs(self) -> int:
+        """First epoch whose steps move the pose table: abinit refines by gradient after its search rounds."""
+        return 1 + self.pose_search_epochs if self.pose_estimation == "abinit" else self.pose_warmup_epochs
 
     def validate(self, where: str | None = None) -> "TrainConfig":
         """Check every value; ``where`` names a stored file the values came from (else the options)."""
@@ -128,6 +148,15 @@ class TrainConfig:
             bad("class_decode_threshold", "must be in [0, 1]: the posterior below which a class is not decoded for a particle (0: decode every class)")
         if isinstance(self.class_full_pass_every, bool) or not isinstance(self.class_full_pass_every, int) or self.class_full_pass_every < 1:
             bad("class_full_pass_every", "must be a whole number of epochs, at least 1 (1: every epoch decodes every class)")
+        if isinstance(self.pose_search_epochs, bool) or not isinstance(self.pose_search_epochs, int) or self.pose_search_epochs < 1:
+            bad("pose_search_epochs", "must be a whole number of epochs, 1 or more")
+        if self.pose_search_base_nside not in (1, 2, 4, 8) or isinstance(self.pose_search_base_nside, bool):
+            bad("pose_search_base_nside", "choose 1, 2, 4 or 8 (HEALPix nside of the coarsest grid: 58.6°/nside)")
+        m = self.pose_search_max_shift_px
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not m >= 0):
+            bad("pose_search_max_shift_px", "must be zero or a positive number of pixels")
+        if self.pose_estimation == "abinit" and self.epochs <= self.pose_search_epochs + 1:
+            bad("epochs", f"--pose-estimation abinit needs more than 1 + --pose-search-epochs {self.pose_search_epochs} epochs (the low-resolution start, the search rounds, then refinement)")
         if self.n_classes > 1 and self.class_init_epochs >= self.epochs:
             bad("class_init_epochs", f"must be smaller than --epochs {self.epochs}: the classes are learned after it")
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 0.5:
@@ -148,8 +177,6 @@ class TrainConfig:
         if self.conf_estimation not in CONF_ESTIMATION:
             bad("conf_estimation", f"choose one of {', '.join(CONF_ESTIMATION)}")
         if self.pose_estimation not in POSE_ESTIMATION:
-            if self.pose_estimation == "abinit":
-                bad("pose_estimation", "ab initio pose search is not available yet; use fixed or refine")
             bad("pose_estimation", f"choose one of {', '.join(POSE_ESTIMATION)}")
         if self.conf_estimation == "none" and self.zdim > 0:
             bad("zdim", "--conf-estimation none is the homogeneous model; use --zdim 0 with it")
@@ -164,10 +191,14 @@ class TrainConfig:
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 
 # What runs and checkpoints written before an option existed were trained with.
-PREDATED = {"latent_start": "none", "field_prior": False, "class_decode_threshold": 0.0, "class_full_pass_every": 1}
+PREDATED = {
+    "latent_start": "none", "field_prior": False, "class_decode_threshold": 0.0, "class_full_pass_every": 1,
+    # no ab initio then: any value reads the same
+    "pose_search_epochs": 6, "pose_search_base_nside": 4, "pose_search_max_shift_px": None,
+}
 
 # What a default of None means, for the help text (the defaults themselves come from TrainConfig).
-_NONE_MEANS = {"beta": "2·std_noise², the ELBO's", "lr_encoder": "the same as --lr", "threads": "torch's choice"}
+_NONE_MEANS = {"pose_search_max_shift_px": "box/10", "beta": "2·std_noise², the ELBO's", "lr_encoder": "the same as --lr", "threads": "torch's choice"}
 
 
 def option_default_text(name: str) -> str:

@@ -19,6 +19,10 @@ def build_model(ds, cfg: TrainConfig):
     shape = ModelShape.from_config(cfg, ds)
     rot = torch.from_numpy(ds.arrays["rotation"]) if cfg.pose_estimation == "refine" else None
     org = torch.from_numpy(ds.arrays["origin_px"]) if cfg.pose_estimation == "refine" else None
+    if cfg.pose_estimation == "abinit":  # input poses ignored: random rotations within the tilt geometry
+        from hetfield.train.abinit_search import initial_poses
+
+        rot, org = initial_poses(ds, cfg.seed)
     return Reconstruction(shape, rot, org), shape
 
 
@@ -72,7 +76,9 @@ def amplitude_profile(model, ds, cfg: TrainConfig, max_particles: int = 512, che
 def data_driven_start(model, ds, cfg: TrainConfig, device, particles, log, check: Callable[[], None], broadcast) -> None:
     """A new run's starts fitted to the training ``particles``: the fields' prior per shell
     (:mod:`.field_prior`) and the encoder's factor model (:mod:`.latent_start`), where the model has
-    them. ``broadcast(tensor)`` keeps rank 0's bits under torchrun (every rank fits the same)."""
+    them. ``broadcast(tensor)`` keeps rank 0's bits under torchrun (every rank fits the same).
+
+    Both read the images at their poses, so an ab initio model has neither (model.shape)."""
     if model.prior_weight is not None:
         from hetfield.train.field_prior import initialise_field_prior
 

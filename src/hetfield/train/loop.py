@@ -7,18 +7,17 @@ so ``--load latest`` continues with exactly the batches, noise and optimiser sta
 run would have used (bit-for-bit on CPU with the same thread count).
 
 Signals: SIGINT/SIGTERM set a flag that every phase checks at least once per batch (training
-steps, the EM class start, validation, the latent pass) or EM iteration. The trainer then saves the
-newest resumable state — the state at the start of the interrupted phase, which is exact because
-those phases change nothing until they finish — and raises :class:`~hetfield.errors.Interrupted`
-(exit 128 + signal), also in the last epoch.
+steps, the starts, validation, the latent pass) or EM iteration. The trainer then saves the newest
+resumable state (that at the start of the interrupted phase, exact since phases change nothing
+until they finish) and raises :class:`~hetfield.errors.Interrupted` (exit 128 + signal).
 
-One ``train`` at a time writes a run (``RUN/.lock``); everything that can be checked (options,
-dataset, device, location) is checked before the run directory is created (:mod:`.prepare`).
+One ``train`` at a time writes a run (``RUN/.lock``); options, dataset, device and location are
+checked before the run directory is created (:mod:`.prepare`).
 
-The pieces live beside it: :mod:`.devices`, :mod:`.signals`, :mod:`.prepare` (the run directory
-before training), :mod:`.factory` (the model), :mod:`.class_start` (the EM start of a mixture),
-:mod:`.validation`, :mod:`.export` (latents), :mod:`.load` (checkpoints to objects and back),
-:mod:`.distributed` (data-parallel under torchrun, the same computation as one process).
+Beside it: :mod:`.devices`, :mod:`.signals`, :mod:`.prepare` (the run directory before training),
+:mod:`.factory` (the model and its data-driven starts), :mod:`.class_start` (a mixture's EM start),
+:mod:`.class_decoding`, :mod:`.abinit`, :mod:`.validation`, :mod:`.export` (latents), :mod:`.load`
+(checkpoints), :mod:`.distributed` (data-parallel under torchrun, as one process computes).
 """
 
 from __future__ import annotations
@@ -75,7 +74,7 @@ def train(
         ds = Dataset.open(data_path)
         ds.check_fresh()
         if cfg.pose_estimation in ("fixed", "refine") and not ds.has_poses:
-            raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; ab initio pose search is not available yet")
+            raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; use --pose-estimation abinit (input poses ignored)")
         device = resolve_device(dd.device_name(cfg.device))
         resolve_precision(cfg.amp, device)  # a GPU without bf16 refuses --amp before anything is written
         dd.start(device)
@@ -124,6 +123,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
 
     from hetfield.data.batching import ParticleBatches
     from hetfield.io.atomic import append_line, write_atomic
+    from hetfield.train.abinit import PoseSchedule
 
     state, state_path, note = prepare_run(run, cfg, ds, load, force, sources) if dd.is_main else (None, None, None)
     shared_path = dd.broadcast_text(str(state_path or ""))  # waits for rank 0's preparation
@@ -188,6 +188,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         before_training(lambda: data_driven_start(model, ds, cfg, device, train_particles, log, check, dd.broadcast_), flag, log)
     loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
     beta = cfg.effective_beta
+    pose_schedule = PoseSchedule(model, ds, cfg, device, log, val_particles)  # --pose-estimation abinit (else no-ops)
     last_metrics: dict[str, Any] = {}
     steps = len(loader)
     if start_epoch >= cfg.epochs:
@@ -232,7 +233,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             step_check()
             images_seen = particles_seen = 0
             step0 = -(-first // cfg.batch_size)
-            if model.scores is not None and epoch == cfg.class_init_epochs > 0 and first == 0:
+            if model.scores is not None and epoch == cfg.effective_class_init_epochs > 0 and first == 0:
                 from hetfield.train.class_start import initialise_classes
 
                 # Stops inside resume at the epoch start: the model changes only once EM is done.
@@ -240,13 +241,16 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 dd.broadcast_(model.scores.scores.data)  # every rank ran the same EM: keep rank 0's bits
                 resp.copy_(torch.softmax(model.scores.scores.detach(), -1))
                 resume_at = None  # no resumable state until the first step is done (nothing checks here)
-            consensus = model.scores is not None and epoch < cfg.class_init_epochs
-            hold = model.scores is not None and cfg.class_init_epochs > 0 and cfg.class_init_epochs <= epoch < cfg.class_init_epochs + cfg.class_hold_epochs
+            pose_schedule.start_epoch(epoch, first, resp)
+            init = cfg.effective_class_init_epochs
+            consensus = model.scores is not None and epoch < init
+            hold = model.scores is not None and cfg.class_start_held and init <= epoch < init + cfg.class_hold_epochs
             decoding = ClassDecoding.for_epoch(cfg, epoch, resp)  # sparse class decoding; None: every class
             chunks = dd.shares(loader, epoch, first) if dd.enabled else ((None, b, 1.0) for b in loader.epoch(epoch, first))
             for step, (shares, batch, scale) in enumerate(chunks, start=step0):
                 selection = decoding.select(batch) if decoding is not None else None
                 batch = to_device(batch, device)
+                pose_schedule(batch)  # abinit: the batch's poses searched against the fields just before its step
                 noise, p, n_images = None, batch.n_particles, batch.n_images
                 if dd.enabled:  # the chunk's noise from the one generator, this rank's rows (train.distributed)
                     eps = torch.randn((sum(map(len, shares)), shape.zdim), generator=gen) if model.encoder is not None else None
@@ -263,7 +267,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 (out["loss"] * scale if dd.enabled else out["loss"]).backward()
                 if dd.enabled:
                     dd.sync_table_grads(model, shares, loader)
-                opt.step(poses=epoch >= cfg.pose_warmup_epochs)
+                opt.step(poses=epoch >= cfg.effective_pose_warmup_epochs)
                 if resp is not None and not consensus:
                     if dd.enabled:
                         dd.gather_responsibility(resp, shares, out["responsibility"])
@@ -300,6 +304,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 val = validation_loss(model, ds, cfg, val_particles, device, resp, consensus, check=check)
             if val is not None:
                 metrics["val_data_loss"] = val
+            metrics.update(pose_schedule.end_epoch())
             classes = None
             if resp is not None:
                 classes = resp.argmax(1)

@@ -1,0 +1,238 @@
+"""``--pose-estimation abinit``: the schedule, and the search of each training batch (the loop's hook).
+
+Schedule (epochs counted from 0; ``S = pose_search_epochs``; the input poses are never read):
+
+* epoch 0 starts with the **low-resolution ab initio** (:mod:`hetfield.model.abinit_lowres`):
+  images centred against the rotational average, then stochastic projection matching on a Fourier
+  voxel map up to ``box/4`` from several random starts, the best start kept. Its poses fill the
+  pose table, and the fields train on them for the epoch;
+* epochs ``1 … S``, **search**: every training batch is searched (global coarse-to-fine search,
+  :mod:`hetfield.model.pose_search`) against the fields just before its training step, and the
+  step uses the poses found. The fields are decoded onto the search grid once per epoch. The
+  band widens with the round, the coarsest level from ``0.20`` to ``0.25 · box`` and the finest
+  from ``0.35`` to ``0.45 · box``;
+* epochs ``S + 1 …``, **refine**: the pose table is trained by gradient with the fields
+  (``lr_pose``), as ``--pose-estimation refine`` does.
+
+K > 1: the low-resolution start reconstructs K maps at once (each mini-batch particle goes to the
+class whose map explains it best; every class keeps at least ``min_share / K`` of each assignment, the
+guard against one map taking every particle, :func:`hetfield.model.abinit_lowres._assign`); its
+classes seed the score table (as the EM start of :mod:`hetfield.train.class_start` would) and are
+held for ``class_hold_epochs``; every search round searches every class, and each particle takes the
+pose found under its most probable class (each class's map has its own frame); after each round
+:meth:`BatchSearch.rebalance` gives a class left below ``MIN_SHARE / K`` the particles that lose
+least by moving to it (the guard once the start's partition is released). Fields with a
+per-particle latent are searched at a consensus latent (the prior mean ``z = 0`` for an encoder, the
+class mean of the table for an autodecoder).
+
+Tilt series: the search keeps each particle's tilt geometry and searches one rotation per particle,
+scored over all its tilts. The geometry is each image's rotation relative to the particle's first
+image (``G_i = R_i R_first^T``) from the metadata (the relative tilt geometry, not the particle's
+pose), or from the stage tilts (about y) when the input has no poses.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from hetfield.model.pose_search import search_poses
+from hetfield.model.search_data import SearchSettings
+from hetfield.train.abinit_search import (
+    SEARCH_BATCH_PARTICLES, consensus_latent, field_grid, lowres_start, search_data, tilt_geometry, write_poses,
+)
+
+# Bands (coarsest level, finest level) as fractions of the box, in the first and in the last round.
+BAND_FIRST = (0.20, 0.35)
+BAND_LAST = (0.25, 0.45)
+MIN_SHARE = 0.5  # K > 1: after each search round every class keeps at least MIN_SHARE / K of the particles
+
+
+def phase(cfg, epoch: int) -> str:
+    """``lowres`` (epoch 0) | ``search`` | ``refine`` for ``epoch`` (0-based)."""
+    if epoch == 0:
+        return "lowres"
+    return "search" if epoch <= cfg.pose_search_epochs else "refine"
+
+
+def search_settings(cfg, box: int, round_index: int) -> SearchSettings:
+    """Level radii of search round ``round_index`` (0-based): see the module docstring."""
+    n_rounds = max(cfg.pose_search_epochs, 1)
+    frac = round_index / (n_rounds - 1) if n_rounds > 1 else 1.0
+    lo = box * (BAND_FIRST[0] + (BAND_LAST[0] - BAND_FIRST[0]) * frac)
+    hi = box * (BAND_FIRST[1] + (BAND_LAST[1] - BAND_FIRST[1]) * frac)
+    radii = tuple(float(r) for r in np.linspace(lo, hi, 5))
+    max_shift = cfg.pose_search_max_shift_px if cfg.pose_search_max_shift_px is not None else box / 10
+    return SearchSettings(base_nside=cfg.pose_search_base_nside, radius_px=radii, max_shift_px=float(max_shift), n_keep=8)
+
+
+class PoseSchedule:
+    """What the training loop calls (three lines of it): :meth:`start_epoch` before an epoch's
+    batches, the object itself before every training step, :meth:`end_epoch` after the epoch's
+    validation. Without ``--pose-estimation abinit`` every call does nothing."""
+
+    def __init__(self, model, ds, cfg, device, log, val_particles=None):
+        self.on = cfg.pose_estimation == "abinit"
+        self.model, self.ds, self.cfg, self.device, self.log = model, ds, cfg, device, log
+        self.val_particles = val_particles if val_particles is not None else np.zeros(0, np.int64)
+        self.searcher: BatchSearch | None = None
+        self.stats: dict = {}
+
+    def start_epoch(self, epoch: int, first: int, resp) -> None:
+        self.searcher, self.stats = None, {}
+        if not self.on:
+            return
+        if epoch == 0 and first == 0:
+            self.stats = lowres_start(self.model, self.ds, self.cfg, self.device, self.log, resp, self.val_particles)
+        elif phase(self.cfg, epoch) == "search":
+            self.searcher = BatchSearch(self.model, self.ds, self.cfg, self.device, epoch, resp)
+
+    def __call__(self, batch) -> None:
+        if self.searcher is not None:
+            self.searcher(batch)
+
+    def end_epoch(self) -> dict:
+        """The epoch's search figures (for metrics.jsonl); the held-out particles are searched here."""
+        if self.searcher is not None:
+            self.searcher.search_all(self.val_particles)
+            self.searcher.rebalance()
+            self.stats = self.searcher.stats()
+            self.log(self.searcher.describe())
+        return self.stats
+
+
+class BatchSearch:
+    """The search of one epoch, batch by batch: each training batch is searched just before its step.
+
+    The fields are decoded onto the search grid (:class:`FourierGrid`) at the epoch's first batch
+    and, with ``refresh``, again every ``refresh`` batches; one decoding per epoch is enough once
+    the low-resolution start has put the fields near the answer (decoding costs more than
+    searching a batch). Held-out particles, which no training batch visits, are searched at the
+    end of the epoch (:meth:`search_all`).
+    """
+
+    def __init__(self, model, ds, cfg, device, epoch: int, resp: torch.Tensor | None, refresh: int | None = None):
+        self.model, self.ds, self.cfg, self.device, self.resp = model, ds, cfg, device, resp
+        self.round_index = epoch - 1
+        self.settings = search_settings(cfg, ds.box, self.round_index)
+        consensus = cfg.n_classes > 1 and epoch < cfg.effective_class_init_epochs
+        self.k_eval = 1 if consensus else cfg.n_classes
+        geo = tilt_geometry(ds)
+        self.geometry = torch.as_tensor(geo, device=device) if geo is not None else None
+        self.refresh = max(int(refresh), 1) if refresh else None
+        self.volume = None
+        self.cache: dict = {}
+        self.steps = 0
+        self.seconds = {"decode": 0.0, "search": 0.0}
+        self.levels: dict[str, float] = {}
+        self.n_images = 0
+        self.moved = 0
+        if self.k_eval > 1:  # every particle's search under every class, for the rebalancing
+            n_p, k = ds.n_particles, self.k_eval
+            self.err = torch.full((n_p, k), float("nan"), device=device)
+            self.rot = torch.zeros(n_p, k, 3, 3, device=device)
+            self.shift = torch.zeros(ds.n_images, k, 2, device=device)
+
+    @torch.no_grad()
+    def __call__(self, batch) -> None:
+        """Search ``batch``'s particles and write their poses into the pose table."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        t0 = time.perf_counter()
+        if self.volume is None or (self.refresh and self.steps % self.refresh == 0):
+            z = consensus_latent(model, self.resp, self.k_eval)
+            self.volume = field_grid(model, self.settings.radius_px[-1], self.k_eval, z)
+            self.cache = {}
+        t1 = time.perf_counter()
+        data = search_data(batch, model.points, self.geometry, self.ds.box, self.cfg.dose_weight, self.cfg.dose_mask, self.cfg.tilt_weight)
+        res = search_poses(self.volume, data, self.k_eval, self.settings, cache=self.cache)
+        write_poses(model, batch, data, res, self.resp, self.k_eval)
+        if self.k_eval > 1:
+            self.err[batch.particles], self.rot[batch.particles], self.shift[batch.images] = res.error, res.rotation, res.shift_px
+        t2 = time.perf_counter()
+        self.seconds["decode"] += t1 - t0
+        self.seconds["search"] += t2 - t1
+        for name, sec in res.seconds.items():
+            self.levels[name] = self.levels.get(name, 0.0) + sec
+        self.n_images += batch.n_images
+        self.steps += 1
+        model.train(was_training)
+
+    def search_all(self, particles) -> None:
+        """Search ``particles`` (e.g. the held-out ones, which no training batch visits)."""
+        from hetfield.data.batching import ParticleBatches
+
+        if len(particles) == 0:
+            return
+        self.volume = None
+        loader = ParticleBatches(self.ds, self.model.points, SEARCH_BATCH_PARTICLES, shuffle=False, particles=particles, prefetch=False, dose_mask=self.cfg.dose_mask)
+        for batch in loader.epoch(0):
+            self.steps = 1  # one decoding for all of them
+            self(batch.to(self.device))
+
+    @torch.no_grad()
+    def rebalance(self, min_share: float = MIN_SHARE) -> int:
+        """K > 1, after the epoch's search: a class left with fewer than ``min_share / K`` of the
+        searched particles (by their most probable class) takes those that lose least by moving to
+        it (search errors), with their poses under it; returns how many moved. The guard against a
+        collapse into one class once the start's partition is released."""
+        from hetfield.imaging.rotations import matrix_to_rot6d
+        from hetfield.model.abinit_lowres import _assign
+        from hetfield.train.class_start import SCORE_STRENGTH
+
+        if self.k_eval == 1 or self.resp is None or self.model.scores is None:
+            return 0
+        seen = torch.isfinite(self.err).all(1).nonzero()[:, 0]
+        if len(seen) < 2 * self.k_eval:
+            return 0
+        before = self.resp[seen].argmax(1)
+        # Each particle stays in its class unless moved: the others cost what the search says moving loses.
+        err = (self.err[seen] - self.err[seen].gather(1, before[:, None])).clamp_min(0.0)
+        err.scatter_(1, before[:, None], -1.0)
+        after = _assign(err, min_share)
+        moved = seen[after != before]
+        if len(moved) == 0:
+            return 0
+        cls = after[after != before]
+        scores = torch.zeros(len(moved), self.k_eval, device=self.resp.device)
+        scores[torch.arange(len(moved)), cls] = SCORE_STRENGTH
+        self.model.scores.scores[moved] = scores.to(self.model.scores.scores.dtype)
+        self.resp[moved] = torch.softmax(scores, -1).to(self.resp.dtype)
+        offsets = torch.as_tensor(np.asarray(self.ds.offsets), device=moved.device)
+        counts = offsets[moved + 1] - offsets[moved]
+        images = torch.cat([torch.arange(int(offsets[p]), int(offsets[p + 1]), device=moved.device) for p in moved.tolist()])
+        img_cls = torch.repeat_interleave(cls, counts)
+        a = self.rot[torch.repeat_interleave(moved, counts), img_cls]
+        if self.geometry is not None:
+            a = self.geometry[images] @ a
+        poses = self.model.poses
+        poses.rot6d.weight[images] = matrix_to_rot6d(a).to(poses.rot6d.weight.dtype)
+        poses.origin.weight[images] = (self.shift[images, img_cls] / poses.origin_unit_px).to(poses.origin.weight.dtype)
+        self.moved = len(moved)
+        return self.moved
+
+    def stats(self) -> dict:
+        per = self.seconds["search"] / max(self.n_images * self.k_eval, 1)
+        return {
+            "search_rebalanced": self.moved,
+            "search_seconds": round(self.seconds["search"] + self.seconds["decode"], 3),
+            "search_decode_seconds": round(self.seconds["decode"], 3),
+            "search_s_per_image_class": per,
+            "search_radius_px": [round(r, 2) for r in self.settings.radius_px],
+            "search_classes": self.k_eval,
+        }
+
+    def describe(self) -> str:
+        st = self.stats()
+        s = self.settings
+        return (
+            f"pose search (round {self.round_index + 1}/{self.cfg.pose_search_epochs}, band {s.radius_px[0]:.1f}–{s.radius_px[-1]:.1f} px, "
+            f"{self.k_eval} class{'es' if self.k_eval > 1 else ''}, final spacing {s.final_spacing_deg():.1f}°): "
+            f"{st['search_seconds']:.1f} s ({st['search_decode_seconds']:.1f} s decoding), "
+            f"{1e3 * st['search_s_per_image_class']:.2f} ms per image per class"
+            + (f"; {self.moved} particles moved to keep every class above {MIN_SHARE:g}/K" if self.moved else "")
+        )
+

@@ -1,0 +1,169 @@
+"""The adapter between training and the pose search: tilt geometry, initial poses, a batch as
+:class:`~hetfield.model.search_data.SearchData`, the fields on a Fourier grid, search results back
+into the pose table, and the low-resolution start (schedule: :mod:`hetfield.train.abinit`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hetfield.imaging.rotations import matrix_to_rot6d, random_rotations, rotation_y
+from hetfield.imaging.transfer import transfer_of
+from hetfield.model.fourier_grid import FourierGrid
+from hetfield.model.search_data import SearchData
+
+SEARCH_BATCH_PARTICLES = 256  # particles read per search call (the search chunks them further)
+
+
+def lowres_settings(cfg, box: int, tilts_per_particle: float = 1.0):
+    """The low-resolution start's settings for ``box`` (shift range from ``pose_search_max_shift_px``)."""
+    from dataclasses import replace
+
+    from hetfield.model.abinit_lowres import LowresSettings
+
+    kw = {"seed": cfg.seed}
+    if cfg.pose_search_max_shift_px is not None:
+        kw["max_shift_px"] = float(cfg.pose_search_max_shift_px)
+    s = LowresSettings.for_box(box)
+    if tilts_per_particle > 1:  # a tilt series particle carries its tilts' signal: mini-batches of ~50 images
+        kw["batch_particles"] = max(8, int(round(s.batch_particles / tilts_per_particle)))
+    return replace(s, **kw)
+
+
+# -- geometry and initial poses --------------------------------------------------------------------
+def tilt_geometry(ds) -> np.ndarray | None:
+    """``(n_images, 3, 3)`` rotation of every image relative to its particle's first image, or None
+    when every particle has one image (single particles)."""
+    offsets = np.asarray(ds.offsets)
+    counts = np.diff(offsets)
+    if counts.max() <= 1:
+        return None
+    first = np.repeat(offsets[:-1], counts)
+    if ds.has_poses:
+        rot = np.asarray(ds.arrays["rotation"], np.float64)
+        return (rot @ np.transpose(rot[first], (0, 2, 1))).astype(np.float32)
+    tilt = np.asarray(ds.arrays["stage_tilt_deg"], np.float64)
+    return (rotation_y(tilt) @ np.transpose(rotation_y(tilt[first]), (0, 2, 1))).astype(np.float32)
+
+
+def initial_poses(ds, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random particle rotations (uniform, seeded) within the tilt geometry, zero origins."""
+    counts = np.diff(np.asarray(ds.offsets))
+    a = random_rotations(ds.n_particles, np.random.default_rng([seed, 15]))
+    rot = np.repeat(a, counts, axis=0)
+    geo = tilt_geometry(ds)
+    if geo is not None:
+        rot = geo @ rot
+    return torch.as_tensor(rot, dtype=torch.float32), torch.zeros(ds.n_images, 2)
+
+
+# -- adapter ---------------------------------------------------------------------------------------
+def search_data(batch, points, geometry: torch.Tensor | None, box: int, dose_weight: bool, dose_mask: bool, tilt_weight: bool) -> SearchData:
+    """A training batch as :class:`SearchData` (Hartley pairs → Fourier coefficients, masks → weights)."""
+    m = batch.extent
+    t = transfer_of(batch, points.k[:m], dose_weight=dose_weight, dose_mask=dose_mask)
+    factor, keep = t.factor, t.keep
+    y = torch.stack([(batch.y_k + batch.y_mk) / 2, (batch.y_mk - batch.y_k) / 2], -1)
+    w = keep.float() * (1 + points.partner_weight[:m])[None]
+    u = torch.cos(torch.deg2rad(batch.stage_tilt_deg)) if tilt_weight else None
+    return SearchData(
+        y=y, k=points.k[:m], factor=factor, weight=w, image_particle=batch.image_particle, n_particles=batch.n_particles,
+        box=box, image_weight=u, geometry=None if geometry is None else geometry[batch.images],
+    )
+
+
+def consensus_latent(model, resp: torch.Tensor | None, n_classes: int) -> torch.Tensor | None:
+    """``(K, zdim)`` latent at which each class's field is searched, or None without a latent."""
+    if not model.zdim:
+        return None
+    dev = next(model.fields.parameters()).device
+    if model.latents is None:  # encoder: the prior's mean
+        return torch.zeros(n_classes, model.zdim, device=dev)
+    z = model.latents.z.weight.detach()
+    if resp is None or n_classes == 1:
+        return z.mean(0, keepdim=True).expand(n_classes, -1)
+    cls = resp.argmax(1)
+    return torch.stack([z[cls == c].mean(0) if (cls == c).any() else z.mean(0) for c in range(n_classes)])
+
+
+def field_grid(model, radius_px: float, n_classes: int, z: torch.Tensor | None, oversample: float = 2.0) -> FourierGrid:
+    """The fields' Fourier coefficients on an oversampled cube (one decoding per class)."""
+    box = model.shape.box
+
+    def fn(q):
+        if z is None:
+            return model.field_values(q[None], None, n_classes)[0]  # (K, N, 2)
+        out = model.field_values(q[None].expand(n_classes, -1, -1), z, n_classes)  # (K rows, K classes, N, 2)
+        return out[torch.arange(n_classes), torch.arange(n_classes)]
+
+    return FourierGrid.from_function(fn, box, radius_px, oversample, device=next(model.fields.parameters()).device)
+
+
+@torch.no_grad()
+def lowres_start(model, ds, cfg, device, log=None, resp=None, particles=None) -> dict:
+    """Epoch 0: the low-resolution ab initio of every particle; its poses go into the pose table and,
+    K > 1, its classes into the score table (as the EM start of train.class_start does: held-out
+    ``particles`` excluded keep uniform scores) and ``resp``."""
+    from hetfield.data.batching import ParticleBatches
+    from hetfield.model.abinit_lowres import lowres_abinit
+
+    settings = lowres_settings(cfg, ds.box, ds.n_images / max(ds.n_particles, 1))
+    geo = tilt_geometry(ds)
+    geometry = torch.as_tensor(geo, device=device) if geo is not None else None
+    m_max = max(int((model.points.radius_px <= settings.band[1] + 1e-4).sum()), 1)
+    parts = []
+    loader = ParticleBatches(ds, model.points, SEARCH_BATCH_PARTICLES, shuffle=False, prefetch=False, dose_mask=cfg.dose_mask)
+    for batch in loader.epoch(0):  # the whole dataset, only its low band
+        batch = batch.to(device)
+        d = search_data(batch, model.points, geometry, ds.box, cfg.dose_weight, cfg.dose_mask, cfg.tilt_weight)
+        m = min(m_max, d.k.shape[0])
+        parts.append((d, m, batch.particles))
+    m = min(p[1] for p in parts)
+    data = SearchData(
+        y=torch.cat([d.y[:, :m] for d, _, _ in parts]), k=parts[0][0].k[:m], factor=torch.cat([d.factor[:, :m] for d, _, _ in parts]),
+        weight=torch.cat([d.weight[:, :m] for d, _, _ in parts]),
+        image_particle=torch.cat([d.image_particle + int(p[0]) for d, _, p in parts]), n_particles=ds.n_particles, box=ds.box,
+        image_weight=None if parts[0][0].image_weight is None else torch.cat([d.image_weight for d, _, _ in parts]),
+        geometry=None if geometry is None else geometry,
+    )
+    res = lowres_abinit(data, settings, log=log, n_classes=cfg.n_classes)
+    rot_img = res["rotation"][data.image_particle]
+    if geometry is not None:
+        rot_img = geometry @ rot_img
+    model.poses.rot6d.weight.copy_(matrix_to_rot6d(rot_img).to(model.poses.rot6d.weight.dtype))
+    model.poses.origin.weight.copy_((res["origin_px"] / model.poses.origin_unit_px).to(model.poses.origin.weight.dtype))
+    stats = {"lowres_seconds": round(res["seconds"], 3), "lowres_restart_errors": [round(e, 6) for e in res["restart_errors"]]}
+    if model.scores is not None:
+        from hetfield.train.class_start import SCORE_STRENGTH
+
+        cls = res["classes"].to(model.scores.scores.device)
+        scores = torch.zeros_like(model.scores.scores)
+        scores[torch.arange(ds.n_particles, device=cls.device), cls] = SCORE_STRENGTH
+        if particles is not None and len(particles):
+            scores[torch.as_tensor(np.asarray(particles), device=cls.device)] = 0.0
+        model.scores.scores.copy_(scores)
+        if resp is not None:
+            resp.copy_(torch.softmax(scores, -1).to(resp.dtype))
+        stats["lowres_class_sizes"] = torch.bincount(cls, minlength=cfg.n_classes).tolist()
+    if log is not None:
+        log(f"low-resolution ab initio: {res['seconds']:.1f} s, {settings.restarts} starts"
+            + (f", {cfg.n_classes} classes of sizes {stats['lowres_class_sizes']}" if "lowres_class_sizes" in stats else "") + f" (mean errors {', '.join(f'{e:.4g}' for e in res['restart_errors'])}); the best one kept")
+    return stats
+
+
+
+def write_poses(model, batch, data: SearchData, res, resp: torch.Tensor | None, k_eval: int) -> None:
+    """Pose table rows of ``batch``'s images from the search result, under each particle's class."""
+    dev = res.rotation.device
+    if k_eval == 1:
+        cls = torch.zeros(batch.n_particles, dtype=torch.long, device=dev)
+    else:
+        cls = resp[batch.particles].argmax(1) if resp is not None else res.error.argmin(1)
+    a = res.rotation[torch.arange(batch.n_particles, device=dev), cls]  # (P, 3, 3)
+    a_img = a[batch.image_particle]
+    rot_img = a_img if data.geometry is None else data.geometry @ a_img
+    shift = res.shift_px[torch.arange(batch.n_images, device=dev), cls[batch.image_particle]]
+    rot6d, origin = model.poses.rot6d.weight, model.poses.origin.weight
+    with torch.no_grad():
+        rot6d[batch.images] = matrix_to_rot6d(rot_img).to(rot6d.dtype)
+        origin[batch.images] = (shift / model.poses.origin_unit_px).to(origin.dtype)
