@@ -99,11 +99,16 @@ def test_train_help_shows_every_default_of_the_training_settings():
     env = dict(os.environ, COLUMNS="400", TERM="dumb")
     proc = subprocess.run([sys.executable, "-m", "hetfield.cli.app", "train", "--help"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    lines = {}
+    lines, current = {}, None
     for line in proc.stdout.splitlines():
         words = line.strip("│ ").split()
         if words and words[0].startswith("--"):
-            lines[words[0]] = line
+            current = words[0]
+            lines[current] = line.rstrip("│ ")
+        elif current and line.startswith("│") and words:  # a long help wraps onto the next lines
+            lines[current] += " " + line.strip("│ ")
+        else:
+            current = None
     for f in fields(TrainConfig):
         option = f"--{f.name.replace('_', '-')}"
         line = lines[option]

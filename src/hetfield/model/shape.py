@@ -45,7 +45,7 @@ def _from_config(cls, cfg: TrainConfig, dataset) -> "ModelShape":
 
 def _from_stored(cls, stored: dict) -> "ModelShape":
     """The shape a checkpoint stored (``asdict``); options it predates take their values of before."""
-    return cls(**{**PREDATED, **stored})
+    return cls(**{**{k: v for k, v in PREDATED.items() if k in ARCHITECTURE_OPTIONS}, **stored})
 
 
 ModelShape = make_dataclass(

@@ -28,25 +28,40 @@ import torch
 
 from hetfield.train.class_start import RIDGE, LowResStatistics, _solve_spd
 
-MAX_PARTICLES = 1000  # A_p is 0.5 MB a particle
+MAX_PARTICLES = 1000  # A_p is kept packed (class_start.LowResStatistics), 0.3 MB a particle
 ITERATIONS = 30
+
+
+CHUNK = 64  # particles whose A_p are unpacked at once (0.6 MB each at J = 387)
+
+
+def _apply(stats: LowResStatistics, vectors: torch.Tensor) -> torch.Tensor:
+    """``A_p @ vectors`` for every particle: ``(P, J, r)`` float64 for ``vectors (J, r)``."""
+    j, n = stats.j, stats.packed.shape[0]
+    out = torch.empty(n, j, vectors.shape[1], dtype=torch.float64, device=vectors.device)
+    v = vectors.float()
+    for lo in range(0, n, CHUNK):
+        dense = stats.packed.new_zeros(min(CHUNK, n - lo), j * j)
+        dense[:, stats._upper] = stats.packed[lo : lo + CHUNK]
+        dense = dense.view(-1, j, j)
+        dense = dense + dense.transpose(1, 2) - torch.diag_embed(dense.diagonal(dim1=1, dim2=2))
+        out[lo : lo + CHUNK] = (dense @ v).double()
+    return out
 
 
 def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, iterations: int = ITERATIONS, check=None) -> tuple[torch.Tensor, float]:
     """``(basis (J, q + 1) = [V0, W], noise variance)`` of the low-resolution factor model."""
-    a = stats.A
     b, yy, nv = stats.b.double(), stats.yy.double(), stats.n_values.double()
     n, j = b.shape
     q = n_factors
-    a_flat = a.reshape(n, -1)
-    a_sum = a.sum(0).double()
+    a_sum = stats.A(torch.ones(n, 1, device=b.device))[0]
     ridge = float(RIDGE * a_sum.diagonal().mean())
     eye = torch.eye(j, dtype=torch.float64, device=b.device)
     v0 = _solve_spd((a_sum + ridge * eye)[None], b.sum(0)[None])[0]
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(j, q, generator=g, dtype=torch.float64).to(b.device) * (0.1 * float(v0.std()))
     basis = torch.cat([v0[:, None], w], 1)
-    a_basis = torch.einsum("pjk,ka->pja", a, basis.to(a.dtype)).double()  # (P, J, q + 1)
+    a_basis = _apply(stats, basis)  # (P, J, q + 1)
     var = float((yy - 2 * b @ v0 + (v0[None] * a_basis[:, :, 0]).sum(1)).sum() / nv.sum())
     eye_q = torch.eye(q, dtype=torch.float64, device=b.device)
     ridges = [ridge] * (q + 1)
@@ -60,10 +75,10 @@ def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, ite
         s = ez[:, :, None] * ez[:, None, :]
         s[:, 1:, 1:] += cov
         for c in range(q + 1):
-            lhs = (s[:, c, c].to(a.dtype) @ a_flat).reshape(j, j).double() + ridges[c] * eye
+            lhs = stats.A(s[:, c, c][:, None])[0] + ridges[c] * eye
             others = torch.einsum("pjc,pc->j", a_basis, s[:, :, c]) - (a_basis[:, :, c] * s[:, c, c][:, None]).sum(0)
             basis[:, c] = _solve_spd(lhs[None], ((b * ez[:, c : c + 1]).sum(0) - others)[None])[0]
-            a_basis[:, :, c] = torch.einsum("pjk,k->pj", a, basis[:, c].to(a.dtype)).double()
+            a_basis[:, :, c] = _apply(stats, basis[:, c : c + 1])[..., 0]
         gram = torch.einsum("ja,pjb->pab", basis, a_basis)
         err = yy - 2 * (b @ basis * ez).sum(1) + (gram * s).sum((1, 2))
         var = float(err.sum() / nv.sum())
@@ -94,7 +109,7 @@ def initialise_latent(model, ds, cfg, device, particles, log=None, check=None) -
     model.eval()
     try:
         loader = ParticleBatches(ds, model.points, 16, shuffle=False, prefetch=False, particles=subset, dose_mask=cfg.dose_mask)
-        stats = LowResStatistics(model, loader.epoch(0), ds.box, cfg.dose_weight, cfg.dose_mask, device, check=check)
+        stats = LowResStatistics(model, loader.epoch(0), ds.box, cfg.dose_weight, cfg.dose_mask, device, check=check, n_particles=len(subset))
         basis, var = fit_factor_model(stats, model.zdim, seed=cfg.seed, check=check)
     finally:
         model.train(was_training)
