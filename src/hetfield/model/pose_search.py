@@ -51,6 +51,18 @@ VolumeFn = Callable[[torch.Tensor, int], torch.Tensor]
 # --------------------------------------------------------------------------------------------------
 # The search
 # --------------------------------------------------------------------------------------------------
+
+def _weights(data):
+    """``(u, w, w·f, w·f², yy_cum, geometry)`` of a search's images: the image weight (ones when
+    none), the point weight, with the transfer once and twice, the data term of every band (shifts
+    leave |Y| unchanged: ``yy_cum[:, m - 1]`` sums the first ``m`` points) and the tilt geometry."""
+    n = data.n_images
+    u = data.image_weight.float() if data.image_weight is not None else torch.ones(n, device=data.y.device)
+    w = data.weight.float()
+    wf = w * data.factor.float()
+    yy_cum = torch.cumsum(w * (data.y.float() ** 2).sum(-1), dim=1)
+    return u, w, wf, wf * data.factor.float(), yy_cum, data.geometry.float() if data.geometry is not None else None
+
 def _particle_chunks(image_particle: torch.Tensor, n_particles: int, max_images: int) -> list[tuple[int, int, int, int]]:
     """``(p0, p1, i0, i1)`` ranges of whole particles with at most ``max_images`` images (or one particle)."""
     counts = torch.bincount(image_particle, minlength=n_particles).cpu().numpy()
@@ -190,14 +202,8 @@ def search_poses(volume: VolumeFn, data: SearchData, n_classes: int = 1, setting
     dev = data.y.device
     grid = SO3Grid(settings.base_nside)
     n, p = data.n_images, data.n_particles
-    u = data.image_weight.float() if data.image_weight is not None else torch.ones(n, device=dev)
-    w = data.weight.float()
-    wf = w * data.factor.float()
-    wff = wf * data.factor.float()
-    # The data term of every band (shifts leave |Y| unchanged): yy_cum[:, m - 1] sums the first m points.
-    yy_cum = torch.cumsum(w * (data.y.float() ** 2).sum(-1), dim=1)
+    u, w, wf, wff, yy_cum, geometry = _weights(data)
     geoms, geom_idx = _unique_geometry(data.geometry, n, dev)
-    geometry = data.geometry.float() if data.geometry is not None else None
     classes = list(range(n_classes)) if classes is None else list(classes)
     c_keep = min(settings.n_keep, grid.size(0))
     rotation = torch.full((p, n_classes, 3, 3), float("nan"), device=dev)
@@ -264,12 +270,7 @@ def refine_poses(volume: VolumeFn, data: SearchData, rotation: torch.Tensor, shi
     """
     dev = data.y.device
     n, p = data.n_images, data.n_particles
-    u = data.image_weight.float() if data.image_weight is not None else torch.ones(n, device=dev)
-    w = data.weight.float()
-    wf = w * data.factor.float()
-    wff = wf * data.factor.float()
-    yy_cum = torch.cumsum(w * (data.y.float() ** 2).sum(-1), dim=1)
-    geometry = data.geometry.float() if data.geometry is not None else None
+    u, w, wf, wff, yy_cum, geometry = _weights(data)
     settings = SearchSettings(n_keep=n_keep, chunk_images=chunk_images)
     rot = rotation.float()[:, None]  # (P, 1, 3, 3)
     shifts = shift_px.float()[:, None]
