@@ -127,14 +127,16 @@ class LowResStatistics:
         self.particles, self.packed, self.b, self.yy, self.n_values = (x[:filled] for x in arrays)
         self._b32, self._yy32 = self.b.float(), self.yy.float()  # for the float32 quadratic form
 
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """``(n, J, J)`` symmetric matrices from ``packed (n, J(J+1)/2)`` upper triangles."""
+        out = packed.new_zeros(packed.shape[0], self.j * self.j)
+        out[:, self._upper] = packed
+        out = out.view(-1, self.j, self.j)
+        return out + out.transpose(1, 2) - torch.diag_embed(out.diagonal(dim1=1, dim2=2))
+
     def A(self, weights: torch.Tensor) -> torch.Tensor:
         """``Σ_p weights_pk A_p`` ``(K, J, J)`` (float64) for ``weights (P, K)``."""
-        sums = (weights.T.to(self.packed.dtype) @ self.packed).double()
-        k = sums.shape[0]
-        out = sums.new_zeros(k, self.j * self.j)
-        out[:, self._upper] = sums
-        out = out.view(k, self.j, self.j)
-        return out + out.transpose(1, 2) - torch.diag_embed(out.diagonal(dim1=1, dim2=2))
+        return self.unpack((weights.T.to(self.packed.dtype) @ self.packed).double())
 
     def residual_energy(self, maps: torch.Tensor) -> torch.Tensor:
         maps = maps.float()

@@ -46,11 +46,7 @@ def _apply(stats: LowResStatistics, vectors: torch.Tensor) -> torch.Tensor:
     out = torch.empty(n, j, vectors.shape[1], dtype=torch.float64, device=vectors.device)
     v = vectors.float()
     for lo in range(0, n, CHUNK):
-        dense = stats.packed.new_zeros(min(CHUNK, n - lo), j * j)
-        dense[:, stats._upper] = stats.packed[lo : lo + CHUNK]
-        dense = dense.view(-1, j, j)
-        dense = dense + dense.transpose(1, 2) - torch.diag_embed(dense.diagonal(dim1=1, dim2=2))
-        out[lo : lo + CHUNK] = (dense @ v).double()
+        out[lo : lo + CHUNK] = (stats.unpack(stats.packed[lo : lo + CHUNK]) @ v).double()
     return out
 
 
