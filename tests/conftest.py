@@ -7,6 +7,20 @@ from pathlib import Path
 
 import pytest
 
+def _threads_per_worker() -> int:
+    """The cores each test process may use: all of them alone, an equal share under pytest-xdist.
+    Two workers of torch's default two threads each on two cores ran training 2-3x slower than one
+    thread each (oversubscribed OpenMP threads wait on each other)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+# Set in each worker before torch is imported there or in a test's subprocess (the CLIs inherit the
+# environment); a value the caller set wins. The controller process sets nothing, or its value would
+# reach the workers as the caller's.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads_per_worker()))
+
 SHARED_DATA = Path(os.environ.get("HETFIELD_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
 
 

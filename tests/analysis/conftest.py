@@ -21,7 +21,7 @@ def _train(run: Path, data: Path, **kw) -> Path:
     from hetfield.train.config import TrainConfig
     from hetfield.train.loop import train
 
-    cfg = dict(field_hidden=64, enc_hidden=64, enc_embed=32, device="cpu", threads=2)
+    cfg = dict(field_hidden=64, enc_hidden=64, enc_embed=32, device="cpu")
     cfg.update(kw)
     train(run, data, TrainConfig(**cfg))
     return run

@@ -18,7 +18,7 @@ from helpers import simulate_and_setup
 
 pytestmark = pytest.mark.slow
 
-TINY = dict(field_hidden=64, enc_hidden=64, threads=2, device="cpu")
+TINY = dict(field_hidden=64, enc_hidden=64, device="cpu")
 
 
 def _truth(d):

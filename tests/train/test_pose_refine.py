@@ -39,7 +39,7 @@ def test_refinement_corrects_shifts_after_the_warmup(tmp_path):
     np.savez(arrays_path, **arrays)  # the cache now holds poses with errors
     rot0, org0 = _errors(arrays["rotation"], arrays["origin_px"], true_rot, true_org)
 
-    train(tmp_path / "run", d / "dataset", TrainConfig(zdim=0, pose_estimation="refine", epochs=8, lr_pose=1e-2, pose_warmup_epochs=2, field_hidden=64, threads=2, device="cpu"))
+    train(tmp_path / "run", d / "dataset", TrainConfig(zdim=0, pose_estimation="refine", epochs=8, lr_pose=1e-2, pose_warmup_epochs=2, field_hidden=64, device="cpu"))
     run = RunDir(tmp_path / "run")
     held = run.latent(2)
     assert np.allclose(held["rotation"], arrays["rotation"], atol=1e-5) and np.allclose(held["origin_px"], arrays["origin_px"], atol=1e-5)

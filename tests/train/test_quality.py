@@ -15,7 +15,7 @@ from helpers import simulate_and_setup
 
 pytestmark = pytest.mark.slow
 
-SMALL = dict(field_hidden=128, enc_hidden=128, threads=2, device="cpu")
+SMALL = dict(field_hidden=128, enc_hidden=128, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,9 @@ def test_encoder_vae_separates_two_classes(two_class, tmp_path):
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    train(tmp_path / "run", two_class / "dataset", TrainConfig(zdim=4, epochs=8, **SMALL))
-    z = RunDir(tmp_path / "run").latent(8)["z_mu"]
+    train(tmp_path / "run", two_class / "dataset", TrainConfig(zdim=4, epochs=2, **SMALL))
+    # the factor-model start separates them from the first epoch (ARI 1.0 at epochs 1-8 measured)
+    z = RunDir(tmp_path / "run").latent(2)["z_mu"]
     labels = KMeans(2, n_init=10, random_state=0).fit_predict(z)
     assert adjusted_rand_score(_truth(two_class)["class"], labels) >= 0.9
 
@@ -40,8 +41,9 @@ def test_encoder_vae_separates_two_classes(two_class, tmp_path):
 def test_mixture_of_two_fields_recovers_the_classes(two_class, tmp_path):
     from sklearn.metrics import adjusted_rand_score
 
-    train(tmp_path / "run", two_class / "dataset", TrainConfig(zdim=0, n_classes=2, epochs=5, **SMALL))
-    latent = RunDir(tmp_path / "run").latent(5)
+    train(tmp_path / "run", two_class / "dataset", TrainConfig(zdim=0, n_classes=2, epochs=3, **SMALL))
+    # ARI 0.98 at epoch 2 and 1.0 from epoch 3 measured (the EM start, held for one epoch)
+    latent = RunDir(tmp_path / "run").latent(3)
     assert adjusted_rand_score(_truth(two_class)["class"], latent["class_idx"]) >= 0.9
     # calibrated posteriors: confident where the data are clear (Hydra's soft gate stays near 0.8)
     assert latent["class_probs"].max(1).mean() > 0.95
@@ -50,13 +52,14 @@ def test_mixture_of_two_fields_recovers_the_classes(two_class, tmp_path):
 
 
 def test_autodecoder_latents_separate_two_classes(two_class, tmp_path):
-    """Per-particle latent table (cryoDRGN's train_dec, Hydra's default): ARI 0.86 at epoch 8 measured."""
+    """Per-particle latent table (cryoDRGN's train_dec, Hydra's default): ARI 0.92 at epoch 4, 0.96 at
+    epoch 5 and 1.0 from epoch 6 measured (the table has no data-driven start)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    train(tmp_path / "run", two_class / "dataset", TrainConfig(zdim=4, conf_estimation="autodecoder", epochs=10, **SMALL))
+    train(tmp_path / "run", two_class / "dataset", TrainConfig(zdim=4, conf_estimation="autodecoder", epochs=6, **SMALL))
     run = RunDir(tmp_path / "run")
-    z = run.latent(10)["z_mu"]
+    z = run.latent(6)["z_mu"]
     assert adjusted_rand_score(_truth(two_class)["class"], KMeans(2, n_init=10, random_state=0).fit_predict(z)) >= 0.8
     # latents exist only for trained particles, so none is held out (and there is no validation loss)
-    assert "val_data_loss" not in run.metrics()[-1] and not run.latent(10)["held_out"].any()
+    assert "val_data_loss" not in run.metrics()[-1] and not run.latent(6)["held_out"].any()
