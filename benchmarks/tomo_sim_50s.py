@@ -9,7 +9,9 @@ defaults (plus ``--set`` overrides) and reports, per run and per epoch checkpoin
 ``z_mu`` against the truth (particle names ``000_*`` = class D, ``001_*`` = class E), the mixture's
 argmax ARI (K = 2), and seconds per epoch; then, for the last epoch, the masked correlation and FSC
 of the volumes against the true maps as ``hetfield analyze --truth`` computes them (K = 1: volumes at
-the k-means centres). Writes ``OUT/results.json`` and prints one line per run.
+the k-means centres). First it prints the data's own bound on that correlation: the cc a per-shell
+Wiener estimate of each true class reaches from its images at the true poses. Writes
+``OUT/results.json`` and prints one line per run.
 
 Figures (3 seeds, 2 shared CPU cores) and what else was tried: docs/internals.md, "The K = 1 latent".
 Compare with the start before issue 13: ``--set latent_start=none field_prior=false beta=0.25``.
@@ -63,6 +65,24 @@ def _maps(run: Path, data: Path, out: Path) -> list[dict]:
             for r in res.get("volumes_vs_truth", [])]
 
 
+def _cc_bound(ds, truth) -> dict:
+    """Per true class: the masked cc with its true map that a per-shell Wiener estimate reaches from
+    the class's own images at the true poses (metrics.wiener_correlation_bound of their half-map FSC):
+    what the data allow a linear estimate, however well the classes are found."""
+    import mrcfile
+    import numpy as np
+
+    from hetfield.analysis.backproject import backproject
+    from hetfield.analysis.metrics import soft_sphere_mask, wiener_correlation_bound
+
+    out = {}
+    for label, name in enumerate("DE"):
+        result = backproject(ds, particles=np.flatnonzero(truth == label))
+        true_map = mrcfile.read(DATA / f"10076_class{name}_32.mrc")
+        out[name] = round(wiener_correlation_bound(true_map, result.fsc.fsc, soft_sphere_mask(ds.box)), 3)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench_tomo_sim_50s"))
@@ -89,6 +109,8 @@ def main() -> int:
         prepare_dataset(data, DATA / "10076_both_32_sim.star", datadir=DATA, settings=PreprocessSettings(invert=False))
     ds = Dataset.open(data)
     truth = _labels(ds)
+    bound = _cc_bound(ds, truth)
+    print(f"the data's bound on the map cc (per-shell Wiener estimate of each true class at the true poses): {bound}", flush=True)
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     settings = [("k1", dict(zdim=z)) for z in args.zdim] + ([("k2", dict(zdim=0, n_classes=2))] if args.k2 else [])
     results = []
@@ -101,7 +123,8 @@ def main() -> int:
             train(run, data, cfg, force=True)
             rows = _scores(run, ds, truth)
             maps = _maps(run, data, args.out / f"{tag}.analysis")
-            res = {"run": tag, "settings": {**kw, **extra, "seed": seed}, "wall_s": round(time.perf_counter() - t0, 1), "epochs": rows, "maps": maps}
+            res = {"run": tag, "settings": {**kw, **extra, "seed": seed}, "wall_s": round(time.perf_counter() - t0, 1), "epochs": rows, "maps": maps,
+                   "map_cc_bound": bound}
             results.append(res)
             last = rows[-1]
             key = "class_ari" if "class_ari" in last else "kmeans_ari"

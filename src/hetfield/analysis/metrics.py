@@ -130,6 +130,33 @@ def fsc(a: np.ndarray, b: np.ndarray, pixel_size_A: float = 1.0, mask: np.ndarra
     return FSC(freq=np.arange(n) / d, fsc=c, pixel_size_A=float(pixel_size_A))
 
 
+def wiener_correlation_bound(truth: np.ndarray, half_fsc, mask: np.ndarray | None = None) -> float:
+    """The correlation with ``truth`` that data of half-map FSC ``half_fsc`` (shells 0, 1, …) allow a
+    per-shell Wiener estimate, in expectation: ``sqrt(Σ_r P_r ρ_r² / Σ_r P_r)``, ``P_r`` the power of the
+    (masked, mean-free) truth in shell ``r`` and ``ρ_r² = 2 FSC_r / (1 + FSC_r)`` the full map's squared
+    correlation with the truth in that shell (FSC clipped to ``[0, 1]``; shells past the curve, and the
+    cube's corners past Nyquist, count 0).
+
+    It bounds what an estimate linear in the data, with a Gaussian prior per shell, reaches (the masked
+    correlation is measured with the mask as weights, this with the masked truth's spectrum: equal to
+    a few 1e-3); an estimate that knows more of the object (support, positivity) is not bound by it.
+    """
+    t = np.asarray(truth, np.float64)
+    if mask is not None:
+        t = t * mask
+    t = t - t.mean()
+    d = t.shape[0]
+    ft = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(t)))
+    shells = shell_index(d).ravel()
+    # every shell of the cube: the corners past Nyquist hold power of the truth that no map has
+    power = np.bincount(shells, weights=np.abs(ft.ravel()) ** 2)
+    c = np.zeros(power.size)
+    given = np.clip(np.asarray(half_fsc, np.float64)[: d // 2 + 1], 0.0, 1.0)
+    c[: given.size] = given
+    total = power.sum()
+    return float(np.sqrt((power * 2 * c / (1 + c)).sum() / total)) if total > 0 else 0.0
+
+
 # -- clustering and ranks -----------------------------------------------------------------------
 def ari(labels_true, labels_pred) -> float:
     from sklearn.metrics import adjusted_rand_score
