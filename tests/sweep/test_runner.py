@@ -17,7 +17,7 @@ from helpers import simulate_and_setup
 
 pytestmark = pytest.mark.slow
 
-BASE = {"epochs": 5, "field_hidden": 96, "threads": 2, "device": "cpu"}
+BASE = {"epochs": 5, "field_hidden": 96, "device": "cpu"}  # threads: the worker's share (conftest)
 # On two-class data a mixture of two fields is clearly better than one homogeneous field.
 GOOD, WORSE = "beta0-zdim0-k2", "beta0-zdim0-k1"
 

@@ -83,7 +83,6 @@ def train(
     from hetfield.cli._common import command_line
     from hetfield.errors import Interrupted
     from hetfield.train.config import resolve_config
-    from hetfield.train.loop import train as run_training
     from hetfield.train.prepare import resume_config
 
     overrides = {k: v for k, v in locals().items() if k in TrainConfig.__dataclass_fields__}
@@ -92,6 +91,12 @@ def train(
         cfg, sources = resume_config(run, config, overrides)
     else:
         cfg = resolve_config(config, overrides)
+    # torch only now: a bad option or dataset path is answered in a fraction of a second, not after
+    # its import (seconds); train() checks the dataset fully (freshness, poses) again
+    from hetfield.data.dataset import Dataset
+
+    Dataset.open(data)
+    from hetfield.train.loop import train as run_training
 
     from rich.console import Console
 
