@@ -29,11 +29,15 @@ def test_packed_statistics_equal_the_dense_ones_in_a_quarter_of_the_memory():
     assert stats.packed.dtype == torch.float32 and stats.packed.shape == (5, j * (j + 1) // 2)
     assert stats.packed.element_size() * stats.packed.shape[1] <= 4 * j * j / 2 + 4 * j  # vs 8·J² dense float64
     weights = torch.rand(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    expect = torch.einsum("pk,pjl->kjl", weights, a)
+    expect = torch.einsum("pk,pjl->kjl", weights, a.double())
     assert torch.allclose(stats.A(weights), expect, rtol=1e-5, atol=1e-5 * float(expect.abs().max()))
     maps = torch.randn(2, j, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     ref = class_start.residual_energy(a, b, yy, maps)
     assert torch.allclose(stats.residual_energy(maps), ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    # the factor model's quadratic forms, from the packed triangles
+    vectors = maps.T[:, :2]
+    expect = torch.einsum("ja,pjl,lb->pab", vectors, a.double(), vectors)
+    assert torch.allclose(stats.quadratic(vectors), expect, rtol=1e-4, atol=1e-4 * float(expect.abs().max()))
     # Without a size given (tests, small sets) the arrays are collected: the same numbers.
     collected = class_start.LowResStatistics(model, loader.epoch(0), ds.box, True, True, torch.device("cpu"))
     assert torch.equal(collected.packed, stats.packed) and np.array_equal(collected.particles.numpy(), np.arange(5))

@@ -37,21 +37,14 @@ MAX_PARTICLES = 1000  # A_p is kept packed (class_start.LowResStatistics), 0.3 M
 ITERATIONS = 30
 
 
-CHUNK = 64  # particles whose A_p are unpacked at once (0.6 MB each at J = 387)
-
-
-def _apply(stats: LowResStatistics, vectors: torch.Tensor) -> torch.Tensor:
-    """``A_p @ vectors`` for every particle: ``(P, J, r)`` float64 for ``vectors (J, r)``."""
-    j, n = stats.j, stats.packed.shape[0]
-    out = torch.empty(n, j, vectors.shape[1], dtype=torch.float64, device=vectors.device)
-    v = vectors.float()
-    for lo in range(0, n, CHUNK):
-        out[lo : lo + CHUNK] = (stats.unpack(stats.packed[lo : lo + CHUNK]) @ v).double()
-    return out
-
-
 def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, iterations: int = ITERATIONS, check=None) -> tuple[torch.Tensor, float]:
-    """``(basis (J, q + 1) = [V0, W], noise variance)`` of the low-resolution factor model."""
+    """``(basis (J, q + 1) = [V0, W], noise variance)`` of the low-resolution factor model.
+
+    No ``A_p`` is ever unpacked: the E-step needs only the quadratic forms ``basisᵀ A_p basis`` and the
+    M-step of column ``c`` only sums ``Σ_p s_pac A_p`` (one product each over the packed triangles,
+    :meth:`LowResStatistics.quadratic` and :meth:`~LowResStatistics.A`). Applying every ``A_p`` to
+    each updated column took 15–90 s per start (190–1 000 particles), nearly all of it unpacking.
+    """
     b, yy, nv = stats.b.double(), stats.yy.double(), stats.n_values.double()
     n, j = b.shape
     q = n_factors
@@ -62,25 +55,23 @@ def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, ite
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(j, q, generator=g, dtype=torch.float64).to(b.device) * (0.1 * float(v0.std()))
     basis = torch.cat([v0[:, None], w], 1)
-    a_basis = _apply(stats, basis)  # (P, J, q + 1)
-    var = float((yy - 2 * b @ v0 + (v0[None] * a_basis[:, :, 0]).sum(1)).sum() / nv.sum())
+    var = float(stats.residual_energy(v0[None])[:, 0].sum() / nv.sum())
     eye_q = torch.eye(q, dtype=torch.float64, device=b.device)
     ridges = [ridge] * (q + 1)
+    gram = stats.quadratic(basis)  # (P, q + 1, q + 1)
     for _ in range(iterations):
         if check is not None:
             check()
-        gram = torch.einsum("ja,pjb->pab", basis, a_basis)
         cov = torch.linalg.inv(eye_q + gram[:, 1:, 1:] / var)
         mean = torch.einsum("pqr,pr->pq", cov, (b @ basis[:, 1:] - gram[:, 1:, 0]) / var)
         ez = torch.cat([torch.ones(n, 1, dtype=torch.float64, device=b.device), mean], 1)
         s = ez[:, :, None] * ez[:, None, :]
         s[:, 1:, 1:] += cov
         for c in range(q + 1):
-            lhs = stats.A(s[:, c, c][:, None])[0] + ridges[c] * eye
-            others = torch.einsum("pjc,pc->j", a_basis, s[:, :, c]) - (a_basis[:, :, c] * s[:, c, c][:, None]).sum(0)
-            basis[:, c] = _solve_spd(lhs[None], ((b * ez[:, c : c + 1]).sum(0) - others)[None])[0]
-            a_basis[:, :, c] = _apply(stats, basis[:, c : c + 1])[..., 0]
-        gram = torch.einsum("ja,pjb->pab", basis, a_basis)
+            weighted = stats.A(s[:, :, c])  # (q + 1, J, J): Σ_p s_pac A_p
+            others = sum((weighted[a] @ basis[:, a] for a in range(q + 1) if a != c), torch.zeros(j, dtype=torch.float64, device=b.device))
+            basis[:, c] = _solve_spd((weighted[c] + ridges[c] * eye)[None], ((b * ez[:, c : c + 1]).sum(0) - others)[None])[0]
+        gram = stats.quadratic(basis)
         err = yy - 2 * (b @ basis * ez).sum(1) + (gram * s).sum((1, 2))
         var = float(err.sum() / nv.sum())
         for c in range(1, q + 1):
