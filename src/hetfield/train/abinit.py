@@ -17,9 +17,12 @@ Schedule (epochs counted from 0; ``S = pose_search_epochs``; the input poses are
 K > 1: the low-resolution start reconstructs K maps at once (each mini-batch particle goes to the
 class whose map explains it best; every class keeps at least ``min_share / K`` of each assignment, the
 guard against one map taking every particle, :func:`hetfield.model.abinit_lowres._assign`); its
-classes seed the score table (as the EM start of :mod:`hetfield.train.class_start` would) and are
-held for ``class_hold_epochs``; every search round searches every class, and each particle takes the
-pose found under its most probable class (each class's map has its own frame); after each round
+classes seed the score table (as the EM start of :mod:`hetfield.train.class_start` would). Each
+class's map has its own frame while the pose table holds one pose per image, so with
+``pose_search_hold_classes`` the start's classes are held through the search rounds and each
+particle's pose is written under its held class (round 1 keeps the start's poses, the rounds up to
+``LOCAL_ROUNDS`` of them refine locally, the rest search globally); without it they are held for
+``class_hold_epochs`` and each particle takes the pose found under its most probable class; after each round
 :meth:`BatchSearch.rebalance` gives a class left below ``MIN_SHARE / K`` the particles that lose
 least by moving to it (the guard once the start's partition is released). Fields with a
 per-particle latent are searched at a consensus latent (the prior mean ``z = 0`` for an encoder, the
