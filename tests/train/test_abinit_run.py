@@ -28,7 +28,9 @@ def test_abinit_tilt_series_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "lowres_seconds" in rows[0] and "search_s_per_image_class" not in rows[0]
-    assert all(r["search_s_per_image_class"] > 0 for r in rows[1:3])  # epochs 2 and 3 search
+    # Classes held (the default): round 1 keeps the start's poses, round 2 searches globally
+    assert rows[1]["search_s_per_image_class"] == 0 and rows[2]["search_s_per_image_class"] > 0
+    assert rows[2]["search_local"] is False and 0 <= rows[2]["search_class_agreement"] <= 1
     assert rows[1]["search_classes"] == rows[2]["search_classes"] == 2  # every round searches every class
     assert min(rows[0]["lowres_class_sizes"]) >= 0.5 * 24 / 2  # the low-res start's minimum share per class
     assert "search_s_per_image_class" not in rows[3]  # gradient refinement

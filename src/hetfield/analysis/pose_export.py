@@ -86,7 +86,17 @@ def pose_truth(ctx, truth, epoch: int, cls: np.ndarray, notes: list[str]) -> dic
     a_true = euler_to_matrix(*(df[c].to_numpy(np.float64)[rows] for c in cols))
     arr = ctx.dataset.arrays
     image_particle = np.asarray(arr["particle"], np.int64)
-    true_img = rotation_y(np.asarray(arr["stage_tilt_deg"], np.float64)) @ a_true[image_particle]
+    # Each image's true rotation is its tilt geometry (relative to the particle's first image) times
+    # the particle's true pose. The geometry comes from the metadata rotations where the dataset has
+    # them: its stage tilts are read back from cos(tilt) (_rlnCtfScalefactor) and lose their sign,
+    # which made every negative tilt of a simulated tilt series 12-60° wrong in the truth.
+    offsets = np.asarray(ctx.dataset.offsets)
+    if ctx.dataset.has_poses and np.diff(offsets).max() > 1:
+        rot = np.asarray(arr["rotation"], np.float64)
+        first = np.repeat(offsets[:-1], np.diff(offsets))
+        true_img = rot @ np.transpose(rot[first], (0, 2, 1)) @ a_true[image_particle]
+    else:
+        true_img = rotation_y(np.asarray(arr["stage_tilt_deg"], np.float64)) @ a_true[image_particle]
     est = np.asarray(lat["rotation"], np.float64)
     al = align_rotations(est, true_img)
     out: dict[str, Any] = {
