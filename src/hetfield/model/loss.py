@@ -88,8 +88,8 @@ def field_prior_penalty(
     ``active (P, K)`` (sparse class decoding): class ``c``'s term is divided by the share of the
     batch's particles decoding it. Its prior is then, in expectation over batches, the one a full
     pass gives it (every particle's slices), not one that grows with the class's size: without this a
-    small class was barely regularised in sparse epochs and a large one over-regularised (three
-    simulated classes: ARI 0.79 against 0.95 decoding every class).
+    small class was barely regularised in sparse epochs (three simulated classes: the first sparse
+    epoch's validation loss 8e-3 below the full pass's, 1.6e-4 with it).
     """
     keep, pw = r.mask, r.weights
     per_class = (keep[:, None, :] * prior_weight * (r.values_k**2 + pw * r.values_mk**2)).sum(-1)  # (n, K)
