@@ -41,6 +41,9 @@ class TrainConfig:
     # field prior the partition still moved after the first free epoch (12 % of three simulated
     # classes), and sparse epochs froze it there: ARI 0.79 against 0.95.
     class_settled_change: float = 0.02
+    # A training step keeps one field's activations over the batch and runs the rest again in the
+    # backward (model.fields): a full pass of K fields then needs about one field's memory, not K×.
+    field_recompute: bool = True
     conf_estimation: str = "encoder"
     # The encoder's latent starts from a low-resolution factor model (train.latent_start); "none":
     # random networks only (tomoDRGN's start; k-means ARI ≈ 0 on tomo-sim-50S, 0.97 with it).
@@ -168,7 +171,7 @@ class TrainConfig:
             bad("class_init_epochs", f"must be smaller than --epochs {self.epochs}: the classes are learned after it")
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 0.5:
             bad("val_fraction", "must be in [0, 0.5): the share of particles held out to measure generalisation")
-        for name in ("dose_weight", "tilt_weight", "dose_mask", "field_prior"):
+        for name in ("dose_weight", "tilt_weight", "dose_mask", "field_prior", "field_recompute"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
         if not isinstance(self.amp, bool) and self.amp != "auto":
@@ -200,7 +203,7 @@ FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 # What runs and checkpoints written before an option existed were trained with.
 PREDATED = {
     "latent_start": "none", "field_prior": False, "class_decode_threshold": 0.0, "class_full_pass_every": 1,
-    "class_settled_change": 1.0,
+    "class_settled_change": 1.0, "field_recompute": False,
     # no ab initio then: any value reads the same
     "pose_search_epochs": 6, "pose_search_base_nside": 4, "pose_search_max_shift_px": None,
 }
