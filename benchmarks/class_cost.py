@@ -7,7 +7,9 @@ steady state), the K = 3 / K = 1 ratios and peak memory, at box 32 and 64.
 Each row runs in its own process (``train_throughput.py --one``), so its peak RSS is its own. The
 sparse row decodes one class per particle: what :mod:`hetfield.train.class_decoding` does once the
 posteriors are confident (every ``class_full_pass_every``-th epoch after the hold is a full pass, so a
-run averages the two rows: ``(full + (N-1)·sparse)/N`` in time per image). ``images/CPU-s`` divides
+run averages the two rows: ``(full + (N-1)·sparse)/N`` in time per image). ``--keep`` adds a full
+pass that keeps every class's activations for the backward (``--no-field-recompute``): faster, K×
+the activations. ``images/CPU-s`` divides
 by the CPU time the process got, the steadier figure on a shared machine; the machine's load
 (``/proc/loadavg``) is printed with every row.
 """
@@ -24,8 +26,8 @@ from pathlib import Path
 BENCH = Path(__file__).with_name("train_throughput.py")
 
 
-def measure(box: int, tilts: int, k: int, steps: int, sparse: bool, env: dict) -> dict:
-    cmd = [sys.executable, str(BENCH), "--one", f"{box},{tilts},{k},auto", "--device", "cpu", "--steps", str(steps)] + (["--sparse"] if sparse else [])
+def measure(box: int, tilts: int, k: int, steps: int, sparse: bool, env: dict, keep: bool = False) -> dict:
+    cmd = [sys.executable, str(BENCH), "--one", f"{box},{tilts},{k},auto", "--device", "cpu", "--steps", str(steps)] + (["--sparse"] if sparse else []) + (["--keep"] if keep else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         print(proc.stderr, file=sys.stderr)
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed optimiser steps per row")
     parser.add_argument("--threads", type=int, help="torch CPU threads (OMP_NUM_THREADS) for every row")
     parser.add_argument("--no-sparse", action="store_true", help="skip the sparse rows (e.g. to measure a tree without sparse decoding)")
+    parser.add_argument("--keep", action="store_true", help="also a full pass keeping every class's activations (--no-field-recompute)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     env = dict(os.environ)
@@ -50,15 +53,15 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     k = args.classes
     rows = []
-    print(f"{'box':>4} {'tilts':>5} {'K':>2} {'decode':>7} {'images/s':>9} {'images/CPU-s':>12} {'vs K=1':>7} {'peak RSS MB':>11} {'load':>5}", flush=True)
+    print(f"{'box':>4} {'tilts':>5} {'K':>2} {'decode':>10} {'images/s':>9} {'images/CPU-s':>12} {'vs K=1':>7} {'peak RSS MB':>11} {'load':>5}", flush=True)
     for box in (int(b) for b in args.boxes.split(",")):
         one = None
-        for classes, sparse in ((1, False), (k, False)) + (() if args.no_sparse else ((k, True),)):
-            r = measure(box, args.tilts, classes, args.steps, sparse, env)
+        for classes, sparse, keep in ((1, False, False), (k, False, False)) + (((k, False, True),) if args.keep else ()) + (() if args.no_sparse else ((k, True, False),)):
+            r = measure(box, args.tilts, classes, args.steps, sparse, env, keep)
             rows.append(r)
             one = one or r
             ratio = r["images_per_cpu_s"] / one["images_per_cpu_s"]
-            print(f"{box:>4} {args.tilts:>5} {classes:>2} {r['decode']:>7} {r['images_per_s']:>9} {r['images_per_cpu_s']:>12} {ratio:>7.2f} {r['peak_rss_MB']:>11} {r['load']:>5}", flush=True)
+            print(f"{box:>4} {args.tilts:>5} {classes:>2} {r['decode']:>10} {r['images_per_s']:>9} {r['images_per_cpu_s']:>12} {ratio:>7.2f} {r['peak_rss_MB']:>11} {r['load']:>5}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

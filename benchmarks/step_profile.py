@@ -4,6 +4,7 @@ optimiser), and the backward's heaviest operators from torch.profiler.
     python benchmarks/step_profile.py                       # box 32, 10 tilts, K = 1, default model
     python benchmarks/step_profile.py --classes 3 --sparse  # K = 3, one class decoded per particle
     python benchmarks/step_profile.py --box 64 --markdown   # a table for docs/internals.md
+    python benchmarks/step_profile.py --tilts 1 --batch-size 16 --field-layers 4 --pe-features 48  # the peer comparison's SPA model
 
 Each part is timed by wrapping the function that does it (exclusive of the parts nested inside
 it, so the rows add up to the step): centring phases, CTF × exposure, rotated lattice,
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--sparse", action="store_true", help="K > 1: one decoded class per particle")
     parser.add_argument("--steps", type=int, default=8, help="timed steps (after 2 warm-up steps)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=4, help="particles a batch")
+    parser.add_argument("--field-layers", type=int, default=3)
+    parser.add_argument("--pe-features", type=int, default=64)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args()
 
@@ -112,7 +116,7 @@ def main() -> None:
 
     timers = Timers()
     instrument(timers)
-    cfg = TrainConfig(n_classes=args.classes, device="cpu", zdim=8)
+    cfg = TrainConfig(n_classes=args.classes, device="cpu", zdim=8, batch_size=args.batch_size, field_layers=args.field_layers, pe_features=args.pe_features)
     with tempfile.TemporaryDirectory() as tmp:
         ds = _dataset(Path(tmp), args.box, args.tilts, cfg.batch_size * (args.steps + 2))
         model, _ = build_model(ds, cfg)
@@ -148,12 +152,15 @@ def main() -> None:
                 opt.step()
             if step >= 2:
                 images += batch.n_images
+                points = batch.extent
         wall = time.perf_counter() - t0
+        params = sum(p.numel() for p in model.fields.parameters())
     steps = args.steps
     step_ms = 1000 * wall / steps
     title = f"box {args.box}, {args.tilts} tilts, K = {args.classes}" + (" (sparse: one class per particle)" if args.sparse and args.classes > 1 else "")
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
-    print(f"{title}: {step_ms:.0f} ms a step of {images / steps:.0f} images, {images / wall:.1f} images/s, {args.threads} thread(s), load {load}")
+    print(f"{title}: {step_ms:.0f} ms a step of {images / steps:.0f} images, {images / wall:.1f} images/s, {args.threads} thread(s), load {load}; "
+          f"{points} decoded points an image, field {params} parameters")
     rows = [(label, 1000 * timers.total.get(label, 0.0) / steps) for label in ORDER]
     if args.markdown:
         print("| part | ms / step | share |\n|---|---:|---:|")

@@ -115,10 +115,12 @@ def _mlp_tflops(model, q, z, k: int, dev, precision: str, repeats: int = 5) -> f
 
 
 def run_one(
-    box: int, tilts: int, k: int, device: str, steps: int, precision: str = "auto", tiny: bool = False, peak_tflops: float | None = None, sparse: bool = False
+    box: int, tilts: int, k: int, device: str, steps: int, precision: str = "auto", tiny: bool = False, peak_tflops: float | None = None, sparse: bool = False,
+    keep: bool = False,
 ) -> dict:
     """``sparse`` (K > 1): each particle decoded by one class (``particle % K``), the steady state of
-    sparse class decoding once posteriors are confident (train.class_decoding)."""
+    sparse class decoding once posteriors are confident (train.class_decoding). ``keep``: every
+    class's activations kept for the backward (``--no-field-recompute``)."""
     import resource
 
     import torch
@@ -130,7 +132,8 @@ def run_one(
     from hetfield.train.factory import build_model
     from hetfield.train.optim import Optimizers
 
-    cfg = TrainConfig(n_classes=k, device=device, **(TINY if tiny else {"zdim": 8}))
+    # field_recompute only when asked: the same script then also measures older trees
+    cfg = TrainConfig(n_classes=k, device=device, **(TINY if tiny else {"zdim": 8}), **({"field_recompute": False} if keep else {}))
     dev = resolve_device(device)
     precision = resolve_precision({"auto": "auto", "bf16": True, "fp32": False}[precision], dev)
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +191,7 @@ def run_one(
         "box": box,
         "tilts": tilts,
         "classes": k,
-        "decode": "sparse" if sparse and k > 1 else "full",
+        "decode": "sparse" if sparse and k > 1 else "full, kept" if keep and k > 1 else "full",
         "images_per_s": round(images / seconds, 1),
         # On a shared machine the CPU time the process got is the steadier measure of its work.
         "images_per_cpu_s": round(images / cpu_seconds, 1),
@@ -217,11 +220,12 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a tiny model (fields 2x32): checks that the benchmark runs")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--sparse", action="store_true", help="K > 1: one decoded class per particle (sparse class decoding's steady state)")
+    parser.add_argument("--keep", action="store_true", help="keep every class's activations (--no-field-recompute)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         box, tilts, k, precision = args.one.split(",")
-        print(json.dumps(run_one(int(box), int(tilts), int(k), args.device, args.steps, precision, args.tiny, args.peak_tflops, args.sparse)))
+        print(json.dumps(run_one(int(box), int(tilts), int(k), args.device, args.steps, precision, args.tiny, args.peak_tflops, args.sparse, args.keep)))
         return
     rows = []
     cuda = args.device.startswith("cuda") or (args.device == "auto" and _cuda_available())
@@ -233,7 +237,7 @@ def main() -> None:
     print(f"{'box':>4} {'tilts':>5} {'K':>2} {'prec':>10} {'images/s':>9} {'step TF/s':>9} {'MLP TF/s':>9} {'peak %':>6} {'RSS MB':>8}  device", flush=True)
     for box, tilts, k, precision in grid:
         cmd = [sys.executable, __file__, "--one", f"{box},{tilts},{k},{precision}", "--device", args.device, "--steps", str(args.steps)]
-        cmd += (["--tiny"] if args.tiny else []) + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []) + (["--sparse"] if args.sparse else [])
+        cmd += (["--tiny"] if args.tiny else []) + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []) + (["--sparse"] if args.sparse else []) + (["--keep"] if args.keep else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
         if proc.returncode:
             print(proc.stderr, file=sys.stderr)

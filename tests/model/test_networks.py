@@ -79,3 +79,52 @@ def test_encoder_uses_every_tilt():
     mu2, _ = model.embed(loader.make_batch(np.arange(2)))
     assert not torch.allclose(mu[0], mu2[0], atol=1e-4)
     assert torch.allclose(mu[1], mu2[1], atol=1e-6)
+
+
+def test_recomputed_fields_give_the_same_gradients(monkeypatch):
+    """``recompute`` keeps one field's activations over the batch and runs the other chunks again in
+    the backward: every gradient (fields, encoder, score table) is the one of keeping them all, for a
+    full pass and a sparse step, in fp32 and under bf16 autocast."""
+    import hetfield.model.fields as fields_module
+    from hetfield.model.forward import ClassSelection
+    from hetfield.train.config import TrainConfig
+    from hetfield.train.factory import build_model
+
+    ds = tilt_series_dataset(n_particles=6, n_tilts=4, seed=2)
+    cfg = TrainConfig(n_classes=3, zdim=2, field_hidden=32, field_layers=3, pe_features=8, enc_hidden=32, enc_embed=16, enc_grid=4, device="cpu").validate()
+    model, _ = build_model(ds, cfg)
+    assert model.fields.recompute  # the default
+    with torch.no_grad():  # distinct fields, a non-uniform prior, a field prior
+        for p in model.fields.parameters():
+            p.add_(0.2 * torch.randn_like(p, generator=torch.Generator().manual_seed(1)))
+        model.scores.scores.copy_(torch.randn(ds.n_particles, 3, generator=torch.Generator().manual_seed(2)))
+        model.prior_weight.copy_(torch.linspace(0.1, 1.0, model.prior_weight.shape[0]))
+    model.fields.chunk_points = 3 * 60  # several chunks of 3 images a class (box 16: < 60 points an image)
+    batch = ParticleBatches(ds, model.points, 6, shuffle=False, prefetch=False).make_batch(np.arange(6))
+    active = torch.tensor([[True, False, False], [True, True, False], [False, True, True], [True, False, True], [True, False, False], [False, False, True]])
+    calls = []
+    original = fields_module.checkpoint
+    monkeypatch.setattr(fields_module, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    def grads(recompute: bool, classes, bf16: bool):
+        model.fields.recompute = recompute
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch, beta=1.0, std_noise=5.0, generator=torch.Generator().manual_seed(3), classes=classes)
+        out["loss"].backward()
+        return {n: p.grad.to_dense() for n, p in model.named_parameters() if p.grad is not None}  # the score table's is sparse
+
+    for classes in (None, ClassSelection.of(active, batch.image_particle)):
+        for bf16 in (False, True):
+            calls.clear()
+            kept = grads(False, classes, bf16)
+            assert not calls
+            again = grads(True, classes, bf16)
+            assert calls  # chunks beyond one field's images were recomputed
+            assert kept.keys() == again.keys() and {"fields.w_in", "encoder.head.0.weight", "scores.table.weight"} <= kept.keys()
+            for name in kept:
+                assert torch.allclose(kept[name], again[name], rtol=1e-6, atol=1e-9), name
+    with torch.no_grad():  # nothing to recompute without a backward
+        calls.clear()
+        model(batch, beta=1.0)
+        assert not calls

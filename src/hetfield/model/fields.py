@@ -12,6 +12,12 @@ computed once per image rather than once per point. The K fields keep stacked we
 ``(K, in, out)`` (one parameter each, so data-parallel and optimisers see K fields as one), and run
 one class at a time on chunks of at most ``CHUNK_POINTS`` points, each class only on the images
 given to it (sparse class decoding, :mod:`hetfield.train.class_decoding`).
+
+Memory (``recompute``, training's ``field_recompute``): a training forward keeps the activations of
+one field over the batch's images, no more. Chunks beyond that (every class after the first in a
+full pass of K fields, the few doubly decoded images of a sparse step) keep only their inputs and
+are run again in the backward: the same operations on the same values, so the same gradients, for
+one more forward of those chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hetfield.imaging.precision import at_least_fp32, full_precision
 
@@ -116,6 +123,7 @@ class NeuralFields(nn.Module):
         self.w_out = nn.Parameter(_init_stack(k, h, 2, g, gain=0.1, jitter=j))
         self.b_out = nn.Parameter(torch.zeros(k, 1, 2))
         self.chunk_points = CHUNK_POINTS
+        self.recompute = False  # set by training (field_recompute); see the module docstring
 
     def forward(
         self, q: torch.Tensor, z: torch.Tensor | None = None, n_classes: int | None = None, images: list[torch.Tensor | None] | None = None
@@ -131,6 +139,8 @@ class NeuralFields(nn.Module):
         flip = q[..., 2] < 0
         q_half = torch.where(flip[..., None], -q, q)
         per_chunk = max(1, self.chunk_points // max(m, 1))
+        # Rows (images) whose activations this forward may keep: one field over the batch.
+        budget = n if self.recompute and torch.is_grad_enabled() and self.w_in.requires_grad else None
         outs = []
         for c in range(k):
             idx = None if images is None else images[c]
@@ -143,7 +153,14 @@ class NeuralFields(nn.Module):
             pieces = []
             for s in range(0, rows, per_chunk):
                 sel = slice(s, s + per_chunk) if idx is None else idx[s : s + per_chunk]
-                pieces.append(self._mlp(weights, q_half[sel], z[sel] if z is not None else None))
+                args = (weights, q_half[sel], z[sel] if z is not None else None)
+                size = args[1].shape[0]
+                if budget is not None and size > budget:
+                    # No RNG inside the MLP to replay; autocast's state is restored by checkpoint.
+                    pieces.append(checkpoint(self._mlp, *args, use_reentrant=False, preserve_rng_state=False))
+                else:
+                    budget = None if budget is None else budget - size
+                    pieces.append(self._mlp(*args))
             outs.append((idx, torch.cat(pieces) if len(pieces) > 1 else pieces[0] if pieces else None))
         dtype = next((o.dtype for _, o in outs if o is not None), q.dtype)
         full = []

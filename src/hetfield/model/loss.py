@@ -16,7 +16,8 @@ Loss of particle ``p`` (all its images ``i``):
   matching Gaussian prior ``|z|²/2`` instead of the KL;
 * with a field prior (:mod:`hetfield.train.field_prior`) ``+ sum_c sum_i w_i sum_k λ(|k|) |H_ic(k)|² /
   sum_i w_i n_i``: the same per-value weighting as the error, every decoded class's fields at the
-  particle's slices.
+  particle's slices (sparse class decoding: each class's term divided by the share of the batch's
+  particles decoding it, so that its expected prior is a full pass's).
 
 Sparse class decoding (``active``, chosen by :mod:`hetfield.train.class_decoding`): only the classes
 ``A_p`` holding posterior mass are decoded, and the prior is renormalised over them, so the data term
@@ -79,11 +80,25 @@ def mixture_data_term(err, wn_p, log_pi, std_noise: float, hold_classes: bool, a
     return data, torch.softmax(log_pi + loglik, dim=-1).detach()
 
 
-def field_prior_penalty(r: Rendering, batch, w: torch.Tensor, wn_p: torch.Tensor, prior_weight: torch.Tensor) -> torch.Tensor:
-    """``(P,)``: the fields' Gaussian prior at the batch's slices; ``prior_weight (m,)`` is ``λ`` per decoded point."""
+def field_prior_penalty(
+    r: Rendering, batch, w: torch.Tensor, wn_p: torch.Tensor, prior_weight: torch.Tensor, active: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(P,)``: the fields' Gaussian prior at the batch's slices; ``prior_weight (m,)`` is ``λ`` per decoded point.
+
+    ``active (P, K)`` (sparse class decoding): class ``c``'s term is divided by the share of the
+    batch's particles decoding it. Its prior is then, in expectation over batches, the one a full
+    pass gives it (every particle's slices), not one that grows with the class's size: without this a
+    small class was barely regularised in sparse epochs (three simulated classes: the first sparse
+    epoch's validation loss 8e-3 below the full pass's, 1.6e-4 with it).
+    """
     keep, pw = r.mask, r.weights
-    pen = (keep[:, None, :] * prior_weight * (r.values_k**2 + pw * r.values_mk**2)).sum(-1).sum(-1)  # (n,)
-    return pen.new_zeros(batch.n_particles).index_add_(0, batch.image_particle, w * pen) / wn_p
+    per_class = (keep[:, None, :] * prior_weight * (r.values_k**2 + pw * r.values_mk**2)).sum(-1)  # (n, K)
+    if active is None:
+        pen = per_class.sum(-1)
+        return pen.new_zeros(batch.n_particles).index_add_(0, batch.image_particle, w * pen) / wn_p
+    pen = per_class.new_zeros(batch.n_particles, per_class.shape[1]).index_add_(0, batch.image_particle, w[:, None] * per_class)
+    share = active.to(pen.dtype).mean(0).clamp_min(1.0 / active.shape[0])
+    return (pen * (active / share)).sum(-1) / wn_p
 
 
 def latent_penalty(mu, logvar, like: torch.Tensor) -> torch.Tensor:
@@ -126,7 +141,7 @@ def objective(
     kl = latent_penalty(mu, logvar, data)
     loss = (data + beta * kl / n_p).mean()
     if prior_weight is not None:
-        prior = field_prior_penalty(r, batch, w, wn_p, prior_weight)
+        prior = field_prior_penalty(r, batch, w, wn_p, prior_weight, active)
         loss = loss + prior.mean()
         out["prior"] = prior.detach().mean()
     out.update(loss=loss, data=data.detach().mean(), kl=kl.detach().mean())

@@ -8,7 +8,9 @@ classes it cannot belong to add nothing to the likelihood or to any gradient. Th
 * after the hold, epoch ``e`` is a *full pass* (every class decoded) when
   ``(e - class_init_epochs - class_hold_epochs) % class_full_pass_every == 0`` — the first free
   epoch included — so that every particle's posterior over all K classes is refreshed and it can
-  still move to any class;
+  still move to any class; so is every epoch after one that changed the most probable class of
+  more than ``class_settled_change`` of the particles (the partition is still moving: sparse epochs
+  would freeze it where it stands);
 * in the other epochs, particle ``p`` is decoded by the classes ``c`` with ``r_pc >= threshold``
   (``class_decode_threshold``), ``r_p`` its latest posterior (the responsibilities of its last
   visit, kept by the trainer), and always by its most probable class;
@@ -28,12 +30,13 @@ from hetfield.model.forward import ClassSelection
 from hetfield.train.config import TrainConfig
 
 
-def full_pass(cfg: TrainConfig, epoch: int) -> bool:
-    """Does (0-based) ``epoch`` decode every class of every particle?"""
+def full_pass(cfg: TrainConfig, epoch: int, moved: float | None = None) -> bool:
+    """Does (0-based) ``epoch`` decode every class of every particle? ``moved``: the share of the
+    particles whose most probable class the previous epoch changed (None: not measured)."""
     free = cfg.effective_class_init_epochs + cfg.effective_class_hold_epochs if cfg.class_start_held else 0
     if cfg.n_classes < 2 or cfg.class_decode_threshold <= 0 or cfg.class_full_pass_every <= 1 or epoch < free:
         return True
-    return (epoch - free) % cfg.class_full_pass_every == 0
+    return (epoch - free) % cfg.class_full_pass_every == 0 or (moved is not None and moved > cfg.class_settled_change)
 
 
 def decoded_classes(resp: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -50,9 +53,9 @@ class ClassDecoding:
         self.active = active.cpu()
 
     @classmethod
-    def for_epoch(cls, cfg: TrainConfig, epoch: int, resp: torch.Tensor | None) -> "ClassDecoding | None":
+    def for_epoch(cls, cfg: TrainConfig, epoch: int, resp: torch.Tensor | None, moved: float | None = None) -> "ClassDecoding | None":
         """The epoch's table, or None when it decodes every class (see the module docstring)."""
-        if resp is None or full_pass(cfg, epoch):
+        if resp is None or full_pass(cfg, epoch, moved):
             return None
         return cls(decoded_classes(resp, cfg.class_decode_threshold))
 

@@ -23,7 +23,9 @@ def build_model(ds, cfg: TrainConfig):
         from hetfield.train.abinit_search import initial_poses
 
         rot, org = initial_poses(ds, cfg.seed)
-    return Reconstruction(shape, rot, org), shape
+    model = Reconstruction(shape, rot, org)
+    model.fields.recompute = cfg.field_recompute
+    return model, shape
 
 
 def estimate_amplitude_profile(model, batches, dose_weight: bool = True, dose_mask: bool = True, floor: float = 0.1):

@@ -12,8 +12,9 @@ from hetfield.train.config import TrainConfig
 from hetfield.train.rundir import CHECKPOINT_FORMAT, RunDir, load_checkpoint
 
 
-def training_state(model, opt, gen, shape, cfg, ds, epoch: int, sums, resp, prev_classes) -> dict[str, Any]:
-    """A checkpoint: after ``epoch`` completed epochs plus the particles counted in ``sums`` (None: none)."""
+def training_state(model, opt, gen, shape, cfg, ds, epoch: int, sums, resp, prev_classes, moved: float | None = None) -> dict[str, Any]:
+    """A checkpoint: after ``epoch`` completed epochs plus the particles counted in ``sums`` (None: none);
+    ``moved``: the share of particles whose class the epoch before changed (sparse class decoding's rule)."""
     return {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -28,6 +29,7 @@ def training_state(model, opt, gen, shape, cfg, ds, epoch: int, sums, resp, prev
         "sums": None if sums is None or not float(sums[3]) else sums.detach().cpu().clone(),
         "responsibility": None if resp is None else resp.detach().cpu(),
         "class_idx_previous": None if prev_classes is None else prev_classes.cpu(),
+        "class_change_previous": None if moved is None else float(moved),
     }
 
 

@@ -163,11 +163,14 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
     start_epoch, start_particle = 0, 0
     sums_resume = None
     prev_classes = None
+    moved = None  # share of particles whose class the last epoch changed (train.class_decoding)
     # Latest class posterior of every particle (K > 1), refreshed as its batch is trained.
     resp = torch.full((ds.n_particles, cfg.n_classes), 1.0 / cfg.n_classes, device=device) if cfg.n_classes > 1 else None
     if state is not None:
         start_epoch, sums_resume, prev_classes = restore(state, state_path, model, opt, gen, resp, ds, cfg, device, log)
         start_particle = int(sums_resume[3]) if sums_resume is not None else 0
+        moved = state.get("class_change_previous")  # absent before class_settled_change: the period alone
+        moved = float(moved) if isinstance(moved, (int, float)) and not isinstance(moved, bool) else None
         if state["train"].get("batch_size", cfg.batch_size) != cfg.batch_size:
             log(f"batch size {state['train']['batch_size']} → {cfg.batch_size}: continuing from the same particle, not bit-identical to an uninterrupted run")
         dropped = run.keep_metrics_through(start_epoch) if dd.is_main else 0
@@ -195,8 +198,8 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         log(f"nothing to do: {start_epoch} epochs done, --epochs {cfg.epochs}")
         return {}
 
-    # Where a stop would resume: (epoch, sums, classes of the previous epoch) matching the model
-    # as it is now, or the number of the epoch whose checkpoint was just written.
+    # Where a stop would resume: (epoch, sums, classes of the previous epoch and the share it changed)
+    # matching the model as it is now, or the number of the epoch whose checkpoint was just written.
     resume_at: tuple | int | None = None
 
     def stop() -> Interrupted:
@@ -209,10 +212,10 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         elif resume_at is None:  # not reached: every check follows a resumable point
             message = f"stopped by {name}; {continue_hint} (from the last checkpoint)"
         else:
-            epoch, sums_at, classes_at = resume_at
+            epoch, sums_at, classes_at, moved_at = resume_at
             sums_at = dd.all_sum(sums_at)
             if dd.is_main:
-                save_checkpoint(run.resume_path, training_state(model, opt, gen, shape, cfg, ds, epoch, sums_at, resp, classes_at))
+                save_checkpoint(run.resume_path, training_state(model, opt, gen, shape, cfg, ds, epoch, sums_at, resp, classes_at, moved_at))
             particles_done = int(sums_at[3])
             where = f"in epoch {epoch + 1}/{cfg.epochs} after {particles_done} of {len(train_particles)} particles" if particles_done else f"at the start of epoch {epoch + 1}/{cfg.epochs}"
             message = f"stopped by {name} {where}; saved {run.resume_path}; {continue_hint}"
@@ -229,7 +232,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 sums += sums_resume.to(device)
             first = start_particle if epoch == start_epoch else 0
             # ``sums`` is live: at every check it counts exactly the steps the model has taken.
-            resume_at = (epoch, sums, prev_classes)
+            resume_at = (epoch, sums, prev_classes, moved)
             step_check()
             images_seen = particles_seen = 0
             step0 = -(-first // cfg.batch_size)
@@ -245,7 +248,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             init = cfg.effective_class_init_epochs
             consensus = model.scores is not None and epoch < init
             hold = model.scores is not None and cfg.class_start_held and init <= epoch < init + cfg.effective_class_hold_epochs
-            decoding = ClassDecoding.for_epoch(cfg, epoch, resp)  # sparse class decoding; None: every class
+            decoding = ClassDecoding.for_epoch(cfg, epoch, resp, moved)  # sparse class decoding; None: every class
             chunks = dd.shares(loader, epoch, first) if dd.enabled else ((None, b, 1.0) for b in loader.epoch(epoch, first))
             for step, (shares, batch, scale) in enumerate(chunks, start=step0):
                 selection = decoding.select(batch) if decoding is not None else None
@@ -279,7 +282,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 sums[4] += n_images
                 images_seen += n_images
                 particles_seen += p
-                resume_at = (epoch, sums, prev_classes)
+                resume_at = (epoch, sums, prev_classes, moved)
                 if progress is not None:
                     progress(epoch, step + 1, {"steps": steps, "sums": sums, "images": images_seen, "t0": t0})
                 step_check()
@@ -325,13 +328,14 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                 if save_now:
                     latents = compute_latents(model, ds, cfg, device, resp, val_particles, check=check)
                     write_atomic(run.latent_path(epoch + 1), lambda p, d=latents: write_latents(p, d))
-                    save_checkpoint(run.weights_path(epoch + 1), training_state(model, opt, gen, shape, cfg, ds, epoch + 1, None, resp, classes))
+                    save_checkpoint(run.weights_path(epoch + 1), training_state(model, opt, gen, shape, cfg, ds, epoch + 1, None, resp, classes, metrics.get("class_change_fraction")))
                 run.resume_path.unlink(missing_ok=True)
             if save_now:
                 resume_at = epoch + 1
             else:
-                resume_at = (epoch + 1, torch.zeros(5, dtype=torch.float64), classes)
+                resume_at = (epoch + 1, torch.zeros(5, dtype=torch.float64), classes, metrics.get("class_change_fraction"))
             prev_classes = classes
+            moved = metrics.get("class_change_fraction")
             sums_resume = None
             occ_txt = f", classes {metrics['class_occupancy']}" if "class_occupancy" in metrics else ""
             log(
