@@ -33,8 +33,10 @@ def training_state(model, opt, gen, shape, cfg, ds, epoch: int, sums, resp, prev
     }
 
 
-def restore(state: dict, path: Path, model, opt, gen, resp, ds, cfg: TrainConfig, device, log) -> tuple[int, Any, Any]:
-    """Load a checkpoint into the model, optimisers, generator and posterior; ``(epoch, sums, previous classes)``.
+def restore(state: dict, path: Path, model, opt, gen, resp, ds, cfg: TrainConfig, device, log) -> tuple[int, Any, Any, float | None]:
+    """Load a checkpoint into the model, optimisers, generator and posterior; ``(epoch, sums, previous
+    classes, the share of classes the previous epoch changed)`` (the share is None in checkpoints from
+    before ``class_settled_change``: the period of the rule alone decides).
 
     A state that does not fit is a :class:`RunError` saying what to do, never torch's own error.
     """
@@ -68,7 +70,9 @@ def restore(state: dict, path: Path, model, opt, gen, resp, ds, cfg: TrainConfig
     prev = state.get("class_idx_previous")
     if prev is not None and (not isinstance(prev, torch.Tensor) or tuple(prev.shape) != (ds.n_particles,)):
         prev = None
-    return int(state["epoch"]), sums, prev
+    moved = state.get("class_change_previous")
+    moved = float(moved) if isinstance(moved, (int, float)) and not isinstance(moved, bool) else None
+    return int(state["epoch"]), sums, prev, moved
 
 
 def load_trained(run_path: str | Path, epoch: int | str | None = None, device: str = "cpu"):

@@ -167,10 +167,8 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
     # Latest class posterior of every particle (K > 1), refreshed as its batch is trained.
     resp = torch.full((ds.n_particles, cfg.n_classes), 1.0 / cfg.n_classes, device=device) if cfg.n_classes > 1 else None
     if state is not None:
-        start_epoch, sums_resume, prev_classes = restore(state, state_path, model, opt, gen, resp, ds, cfg, device, log)
+        start_epoch, sums_resume, prev_classes, moved = restore(state, state_path, model, opt, gen, resp, ds, cfg, device, log)
         start_particle = int(sums_resume[3]) if sums_resume is not None else 0
-        moved = state.get("class_change_previous")  # absent before class_settled_change: the period alone
-        moved = float(moved) if isinstance(moved, (int, float)) and not isinstance(moved, bool) else None
         if state["train"].get("batch_size", cfg.batch_size) != cfg.batch_size:
             log(f"batch size {state['train']['batch_size']} → {cfg.batch_size}: continuing from the same particle, not bit-identical to an uninterrupted run")
         dropped = run.keep_metrics_through(start_epoch) if dd.is_main else 0
@@ -330,12 +328,8 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
                     write_atomic(run.latent_path(epoch + 1), lambda p, d=latents: write_latents(p, d))
                     save_checkpoint(run.weights_path(epoch + 1), training_state(model, opt, gen, shape, cfg, ds, epoch + 1, None, resp, classes, metrics.get("class_change_fraction")))
                 run.resume_path.unlink(missing_ok=True)
-            if save_now:
-                resume_at = epoch + 1
-            else:
-                resume_at = (epoch + 1, torch.zeros(5, dtype=torch.float64), classes, metrics.get("class_change_fraction"))
-            prev_classes = classes
-            moved = metrics.get("class_change_fraction")
+            prev_classes, moved = classes, metrics.get("class_change_fraction")
+            resume_at = epoch + 1 if save_now else (epoch + 1, torch.zeros(5, dtype=torch.float64), classes, moved)
             sums_resume = None
             occ_txt = f", classes {metrics['class_occupancy']}" if "class_occupancy" in metrics else ""
             log(
