@@ -126,8 +126,7 @@ class BatchSearch:
         consensus = cfg.n_classes > 1 and epoch < cfg.effective_class_init_epochs
         self.k_eval = 1 if consensus else cfg.n_classes
         # The start's classes held (pose_search_hold_classes): poses are written under the held class.
-        self.held = (self.k_eval > 1 and cfg.pose_search_hold_classes and model.scores is not None
-                     and epoch < cfg.effective_class_init_epochs + cfg.effective_class_hold_epochs)
+        self.held = self.k_eval > 1 and cfg.pose_search_hold_classes and model.scores is not None and epoch < cfg.class_hold_end
         self.agree = [0, 0]  # K > 1: particles whose best class by the search is their class, of those searched
         # The first rounds of a hold refine the start's poses locally: searched globally against fields
         # trained one epoch (a 200-particle tilt set: 48 steps), one class's median error went from the

@@ -160,9 +160,7 @@ def current_poses(model, batch, geometry: torch.Tensor | None) -> tuple[torch.Te
     rot = rot6d_to_matrix(model.poses.rot6d.weight.detach()[batch.images]).float()
     if geometry is not None:
         rot = geometry.transpose(-1, -2) @ rot
-    counts = torch.bincount(batch.image_particle, minlength=batch.n_particles)
-    first = torch.cumsum(counts, 0) - counts
-    return rot[first], model.poses.origin.weight.detach()[batch.images].float() * model.poses.origin_unit_px
+    return rot[batch.slot == 0], model.poses.origin.weight.detach()[batch.images].float() * model.poses.origin_unit_px
 
 
 def local_search(volume: FourierGrid, data: SearchData, rotation: torch.Tensor, shift_px: torch.Tensor, n_classes: int, radii: tuple[float, ...]):

@@ -33,7 +33,7 @@ from hetfield.train.config import TrainConfig
 def full_pass(cfg: TrainConfig, epoch: int, moved: float | None = None) -> bool:
     """Does (0-based) ``epoch`` decode every class of every particle? ``moved``: the share of the
     particles whose most probable class the previous epoch changed (None: not measured)."""
-    free = cfg.effective_class_init_epochs + cfg.effective_class_hold_epochs if cfg.class_start_held else 0
+    free = cfg.class_hold_end
     if cfg.n_classes < 2 or cfg.class_decode_threshold <= 0 or cfg.class_full_pass_every <= 1 or epoch < free:
         return True
     return (epoch - free) % cfg.class_full_pass_every == 0 or (moved is not None and moved > cfg.class_settled_change)

@@ -76,13 +76,8 @@ def _batch_statistics(model, batch, grid: torch.Tensor, n_low: int, dose_weight:
     # terms: relative error ~1e-6, far below the data's). Per-image (J, J) float64 blocks summed
     # afterwards wrote 11× as much memory (190 particles × 11 tilts, J = 360: 62 s → 28 s in float64).
     rows = torch.cat([p_k * (w * f * f).sqrt()[..., None], p_mk * (w * pw * f * f).sqrt()[..., None]], 1).float()  # (n, 2m, J)
-    order = torch.argsort(idx, stable=True)
-    counts = torch.bincount(idx, minlength=n_p)
-    first = torch.cumsum(counts, 0) - counts
-    slot = torch.empty_like(idx)
-    slot[order] = torch.arange(idx.numel(), device=idx.device) - first[idx[order]]
-    stacked = rows.new_zeros(n_p, int(counts.max()), *rows.shape[1:])
-    stacked[idx, slot] = rows
+    stacked = rows.new_zeros(n_p, batch.n_slots, *rows.shape[1:])
+    stacked[idx, batch.slot] = rows
     stacked = stacked.reshape(n_p, -1, rows.shape[-1])
     return stacked.transpose(1, 2) @ stacked, per_particle(b_img), per_particle(yy_img), per_particle(nv_img)
 

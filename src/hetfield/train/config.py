@@ -123,6 +123,12 @@ class TrainConfig:
         return self.class_hold_epochs
 
     @property
+    def class_hold_end(self) -> int:
+        """(0-based) first epoch whose partition is free, after the consensus and the hold (0 when no
+        start is held): sparse decoding, the trainer's hold and abinit's held search all end here."""
+        return self.effective_class_init_epochs + self.effective_class_hold_epochs if self.class_start_held else 0
+
+    @property
     def effective_pose_warmup_epochs(self) -> int:
         """First epoch whose steps move the pose table: abinit refines by gradient after its search rounds."""
         return 1 + self.pose_search_epochs if self.pose_estimation == "abinit" else self.pose_warmup_epochs

@@ -245,7 +245,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
             pose_schedule.start_epoch(epoch, first, resp)
             init = cfg.effective_class_init_epochs
             consensus = model.scores is not None and epoch < init
-            hold = model.scores is not None and cfg.class_start_held and init <= epoch < init + cfg.effective_class_hold_epochs
+            hold = model.scores is not None and init <= epoch < cfg.class_hold_end
             decoding = ClassDecoding.for_epoch(cfg, epoch, resp, moved)  # sparse class decoding; None: every class
             chunks = dd.shares(loader, epoch, first) if dd.enabled else ((None, b, 1.0) for b in loader.epoch(epoch, first))
             for step, (shares, batch, scale) in enumerate(chunks, start=step0):
