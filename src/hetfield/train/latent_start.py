@@ -28,11 +28,18 @@ import torch
 
 from hetfield.train.class_start import RIDGE, LowResStatistics, _solve_spd
 
-# Only the leading factor starts z: a curved motion needs two linear factors of equal prior
-# variance (t and |t - 1/2| for a swinging domain), so PCA of z could not tell which one is the
-# motion (PC1 |Spearman| 0.05 on a simulated swing); the decoder models the curve from one
-# coordinate, and relevance determination kept one factor of four on tomo-sim-50S anyway.
-START_FACTORS = 1
+# How many factors start z depends on what the two leading factors' posterior means look like.
+# A curved motion needs two linear factors of equal prior variance (t and |t - 1/2| for a swinging
+# domain), so PCA of z could not tell which one is the motion (PC1 |Spearman| 0.05 on a simulated
+# swing): there only the leading factor starts z and the decoder models the curve from one
+# coordinate. Three compositional classes lie on a triangle in those two factors, and one
+# coordinate orders them on a line k-means cannot cut (ARI 0.44-0.65): there every factor
+# relevance determination keeps starts z. The means' best k-means silhouette (k = 2..6) tells
+# the two apart (3 fit seeds each): 0.50-0.56 on simulated swings (SNR 0.1 and 0.5), 0.84 on three
+# classes (two data seeds), 0.80 on tomo-sim-50S (relevance determination keeps one factor there),
+# 0.56-0.66 on two simulated classes at SNR 0.05 (one factor separates those).
+CLUSTERED_SILHOUETTE = 0.7
+DECISION_ITERATIONS = 10  # the silhouettes above move by < 0.02 from 10 to 30 iterations
 MAX_PARTICLES = 1000  # A_p is kept packed (class_start.LowResStatistics), 0.3 MB a particle
 ITERATIONS = 30
 
@@ -41,7 +48,7 @@ def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, ite
     """``(basis (J, q + 1) = [V0, W], noise variance)`` of the low-resolution factor model.
 
     No ``A_p`` is ever unpacked: the E-step needs only the quadratic forms ``basisᵀ A_p basis`` and the
-    M-step of column ``c`` only sums ``Σ_p s_pac A_p`` (one product each over the packed triangles,
+    M-step of column ``c`` only sums ``Σ_p s_pac A_p`` (one product over the packed triangles for all pairs,
     :meth:`LowResStatistics.quadratic` and :meth:`~LowResStatistics.A`). Applying every ``A_p`` to
     each updated column took 15–90 s per start (190–1 000 particles), nearly all of it unpacking.
     """
@@ -59,6 +66,11 @@ def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, ite
     eye_q = torch.eye(q, dtype=torch.float64, device=b.device)
     ridges = [ridge] * (q + 1)
     gram = stats.quadratic(basis)  # (P, q + 1, q + 1)
+    # s_pac is symmetric in (a, c), so each pair's weighted sum is formed once an iteration: reading
+    # the packed A_p once per column instead was 60 % of a four-factor fit (memory-bound).
+    upper = torch.triu_indices(q + 1, q + 1)
+    pair = torch.empty(q + 1, q + 1, dtype=torch.long)
+    pair[upper[0], upper[1]] = pair[upper[1], upper[0]] = torch.arange(upper.shape[1])
     for _ in range(iterations):
         if check is not None:
             check()
@@ -67,16 +79,57 @@ def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, ite
         ez = torch.cat([torch.ones(n, 1, dtype=torch.float64, device=b.device), mean], 1)
         s = ez[:, :, None] * ez[:, None, :]
         s[:, 1:, 1:] += cov
+        weighted = stats.A(s[:, upper[0], upper[1]])  # (pairs, J, J): Σ_p s_pac A_p for a ≤ c, one pass over A_p
         for c in range(q + 1):
-            weighted = stats.A(s[:, :, c])  # (q + 1, J, J): Σ_p s_pac A_p
-            others = sum((weighted[a] @ basis[:, a] for a in range(q + 1) if a != c), torch.zeros(j, dtype=torch.float64, device=b.device))
-            basis[:, c] = _solve_spd((weighted[c] + ridges[c] * eye)[None], ((b * ez[:, c : c + 1]).sum(0) - others)[None])[0]
+            others = sum((weighted[pair[a, c]] @ basis[:, a] for a in range(q + 1) if a != c), torch.zeros(j, dtype=torch.float64, device=b.device))
+            basis[:, c] = _solve_spd((weighted[pair[c, c]] + ridges[c] * eye)[None], ((b * ez[:, c : c + 1]).sum(0) - others)[None])[0]
         gram = stats.quadratic(basis)
         err = yy - 2 * (b @ basis * ez).sum(1) + (gram * s).sum((1, 2))
         var = float(err.sum() / nv.sum())
         for c in range(1, q + 1):
             ridges[c] = max(ridge, var * j / max(float((basis[:, c] ** 2).sum()), 1e-30))
     return basis.float(), var
+
+
+def posterior_means(stats: LowResStatistics, basis: torch.Tensor, var: float) -> torch.Tensor:
+    """``(P, q)`` posterior means of the factor model's latents for the particles of ``stats``."""
+    b, basis = stats.b.double(), basis.double()
+    q = basis.shape[1] - 1
+    gram = stats.quadratic(basis)
+    cov = torch.linalg.inv(torch.eye(q, dtype=torch.float64, device=b.device) + gram[:, 1:, 1:] / var)
+    return torch.einsum("pqr,pr->pq", cov, (b @ basis[:, 1:] - gram[:, 1:, 0]) / var)
+
+
+def cluster_silhouette(points: np.ndarray, k_max: int = 6, seed: int = 0) -> float:
+    """Best silhouette of k-means on ``points (P, d)`` over k = 2..k_max (0 when too few points)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    points = points[:, points.var(0) > 1e-12]
+    if points.shape[1] == 0 or len(points) < 2 * k_max:
+        return 0.0
+    best = 0.0
+    for k in range(2, k_max + 1):
+        labels = KMeans(k, n_init=4, random_state=seed).fit_predict(points)
+        if len(np.unique(labels)) > 1:
+            best = max(best, float(silhouette_score(points, labels)))
+    return best
+
+
+def fit_start(stats: LowResStatistics, zdim: int, seed: int = 0, check=None) -> tuple[torch.Tensor, float, bool]:
+    """``(basis, noise variance, clustered)``: the factor model that starts a ``zdim`` latent.
+
+    Two factors are fitted first (:data:`DECISION_ITERATIONS`); when their posterior means form clusters
+    (:data:`CLUSTERED_SILHOUETTE`) all ``zdim`` factors start z (relevance determination decides
+    how many carry a map), otherwise only the leading one.
+    """
+    if zdim >= 2:
+        basis, var = fit_factor_model(stats, 2, seed=seed, iterations=DECISION_ITERATIONS, check=check)
+        clustered = cluster_silhouette(posterior_means(stats, basis, var).cpu().numpy(), seed=seed) >= CLUSTERED_SILHOUETTE
+    else:
+        clustered = False
+    basis, var = fit_factor_model(stats, zdim if clustered else 1, seed=seed, check=check)
+    return basis, var, clustered
 
 
 def relevant_factors(basis: torch.Tensor, tolerance: float = 1e-6) -> int:
@@ -102,7 +155,7 @@ def initialise_latent(model, ds, cfg, device, particles, log=None, check=None) -
     try:
         loader = ParticleBatches(ds, model.points, 16, shuffle=False, prefetch=False, particles=subset, dose_mask=cfg.dose_mask)
         stats = LowResStatistics(model, loader.epoch(0), ds.box, cfg.dose_weight, cfg.dose_mask, device, check=check, n_particles=len(subset))
-        basis, var = fit_factor_model(stats, min(model.zdim, START_FACTORS), seed=cfg.seed, check=check)
+        basis, var, clustered = fit_start(stats, model.zdim, seed=cfg.seed, check=check)
     finally:
         model.train(was_training)
     model.factor_basis.zero_()
@@ -111,5 +164,6 @@ def initialise_latent(model, ds, cfg, device, particles, log=None, check=None) -
     if log is not None:
         log(
             f"latent initialised by low-resolution factor analysis: {relevant_factors(basis)} factor(s) for the first of {model.zdim} "
-            f"latent coordinates ({len(subset)} particles, noise variance {var:.4f}, {time.perf_counter() - t0:.1f} s)"
+            f"latent coordinates ({'clustered' if clustered else 'not clustered'}: "
+            f"{'every factor relevance determination keeps' if clustered else 'the leading factor'} starts z; {len(subset)} particles, noise variance {var:.4f}, {time.perf_counter() - t0:.1f} s)"
         )
