@@ -48,13 +48,13 @@ def test_pc1_of_z_follows_the_motion_at_snr_01(tmp_path_factory, tmp_path):
 
 def test_kmeans_on_z_separates_three_compositional_classes_at_snr_01(tmp_path_factory, tmp_path):
     """Three classes lie on a triangle in the factor start: one started coordinate put them on a
-    line (ARI 0.44-0.65 on 240 particles) until the start read the clusters (train/latent_start.py)."""
+    line (ARI 0.50 here, 0.44-0.65 on 240 particles) until the start read the clusters (train/latent_start.py)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    d = simulate_and_setup(tmp_path_factory.mktemp("low_snr_three"), "d", n_particles=120, n_classes=3, snr=0.1, seed=13)
-    train(tmp_path / "run", d / "dataset", TrainConfig(zdim=4, epochs=2, **TINY))
-    z = RunDir(tmp_path / "run").latent(2)["z_mu"]
+    d = simulate_and_setup(tmp_path_factory.mktemp("low_snr_three"), "d", n_particles=90, n_classes=3, snr=0.1, seed=13)
+    train(tmp_path / "run", d / "dataset", TrainConfig(zdim=4, epochs=1, **TINY))
+    z = RunDir(tmp_path / "run").latent(1)["z_mu"]
     labels = KMeans(3, n_init=10, random_state=0).fit_predict(z)
     assert adjusted_rand_score(_truth(d)["class"], labels) >= 0.95
     assert "(clustered: every factor" in (tmp_path / "run" / "run.log").read_text()

@@ -40,6 +40,7 @@ from hetfield.train.class_start import RIDGE, LowResStatistics, _solve_spd
 # 0.56-0.66 on two simulated classes at SNR 0.05 (one factor separates those).
 CLUSTERED_SILHOUETTE = 0.7
 DECISION_ITERATIONS = 10  # the silhouettes above move by < 0.02 from 10 to 30 iterations
+MAX_CLUSTERS = 6
 MAX_PARTICLES = 1000  # A_p is kept packed (class_start.LowResStatistics), 0.3 MB a particle
 ITERATIONS = 30
 
@@ -100,7 +101,7 @@ def posterior_means(stats: LowResStatistics, basis: torch.Tensor, var: float) ->
     return torch.einsum("pqr,pr->pq", cov, (b @ basis[:, 1:] - gram[:, 1:, 0]) / var)
 
 
-def cluster_silhouette(points: np.ndarray, k_max: int = 6, seed: int = 0) -> float:
+def cluster_silhouette(points: np.ndarray, k_max: int = MAX_CLUSTERS, seed: int = 0) -> float:
     """Best silhouette of k-means on ``points (P, d)`` over k = 2..k_max (0 when too few points)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
@@ -123,7 +124,7 @@ def fit_start(stats: LowResStatistics, zdim: int, seed: int = 0, check=None) -> 
     (:data:`CLUSTERED_SILHOUETTE`) all ``zdim`` factors start z (relevance determination decides
     how many carry a map), otherwise only the leading one.
     """
-    if zdim >= 2:
+    if zdim >= 2 and stats.b.shape[0] >= 2 * MAX_CLUSTERS:  # fewer particles: no clusters to read
         basis, var = fit_factor_model(stats, 2, seed=seed, iterations=DECISION_ITERATIONS, check=check)
         clustered = cluster_silhouette(posterior_means(stats, basis, var).cpu().numpy(), seed=seed) >= CLUSTERED_SILHOUETTE
     else:

@@ -4,7 +4,10 @@ Every class is a sum of isotropic 3D Gaussian blobs: a shared, asymmetric **core
 symmetry, so pose and hand are well defined) plus a class-specific **domain** of two or three blobs
 attached to the core at a hinge. Classes differ in where the domain sits (directions spread evenly
 over the sphere by a Fibonacci lattice, turned by a seed-dependent rotation) and in its blob count,
-so they differ clearly at low resolution. The **motion** of class ``k`` swings its domain rigidly
+so they differ clearly at low resolution *at given poses*. Under a free rotation they are close: the
+compact core barely tells one domain direction from another, and the best rotation of class 1 onto
+class 0 (32 px) is a domain swap at cc 0.974 (0.80 at the identity), so a method that searches poses
+(ab initio) cannot separate two classes of this phantom by much (docs/internals.md, "Ab initio poses"). The **motion** of class ``k`` swings its domain rigidly
 about an axis through the hinge by ``(t - 0.5) * motion_angle`` for ``t`` in ``[0, 1]``: the outer
 blob travels ``2 * 0.124 * D * sin(motion_angle / 2)`` pixels (about 6 px at box 32 with 100°).
 
