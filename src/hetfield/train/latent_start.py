@@ -12,7 +12,9 @@ classes do (:mod:`hetfield.train.class_start`), from a linear model on the same 
 2. a factor model ``V_p = V0 + W z_p``, ``z_p ~ N(0, I)`` is fitted by EM (expectation / conditional
    maximisation, one column of ``[V0, W]`` at a time), with automatic relevance determination
    (Bishop's Bayesian PCA): each factor's ridge grows as its map shrinks, so the factors the data do
-   not support go to zero and their latent coordinates stay at the prior;
+   not support go to zero and their latent coordinates stay at the prior. How many factors it is
+   given is read from the data (:func:`fit_start`): all ``zdim`` when two factors' posterior means
+   form clusters (classes), only the leading one when they trace a curve (a motion);
 3. the model keeps ``[V0, W]`` and ``σ²``; from then on the encoder's output is the factor model's
    exact posterior (:mod:`hetfield.model.factor_posterior`) plus what its networks learn to add.
 
