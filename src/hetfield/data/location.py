@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from hetfield.data.cache import REQUIRED_FILES
@@ -40,10 +41,12 @@ def check_output_location(out_dir: Path) -> None:
         raise ConfigError(
             f"DATASET {out_dir}: {probe} is a file, so no directory can be made below it; choose another DATASET path"
         )
-    if not os.access(probe, os.W_OK | os.X_OK):
+    try:  # a real test, as errors.check_output_location makes: os.access says yes to root on /sys
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out_dir.name or 'ds'}.probe-{os.getpid()}.", suffix=".tmp", dir=probe))
+    except OSError:
         raise ConfigError(
             f"DATASET {out_dir}: no permission to write in {probe}; choose a DATASET path in a directory you can write to"
-        )
+        ) from None
 
 
 def looks_like_dataset(out_dir: Path) -> bool:
@@ -53,8 +56,6 @@ def looks_like_dataset(out_dir: Path) -> bool:
 def remove_old(out_dir: Path) -> None:
     """Move the old dataset aside under a name :func:`~hetfield.io.atomic.remove_stale_temporaries`
     knows, then delete it: a kill in between leaves a hidden ``.old`` the next ``setup`` removes."""
-    import tempfile
-
     from hetfield.io.atomic import _tmp_prefix
 
     aside = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out_dir), suffix=".old", dir=out_dir.parent))
