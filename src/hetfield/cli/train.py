@@ -94,11 +94,15 @@ def train(
         cfg, sources = resume_config(run, config, overrides)
     else:
         cfg = resolve_config(config, overrides)
-    # torch only now: a bad option or dataset path is answered in a fraction of a second, not after
-    # its import (seconds); train() checks the dataset fully (freshness, poses) again
+    # torch only now: a bad option, dataset path or run directory is answered in a fraction of a
+    # second, not after its import (seconds); train() checks all of them again, the dataset fully
     from hetfield.data.dataset import Dataset
+    from hetfield.train.prepare import check_location, refuse
+    from hetfield.train.rundir import RunDir
 
-    Dataset.open(data)
+    ds = Dataset.open(data)
+    check_location(RunDir(run), load)
+    refuse(RunDir(run), cfg, ds, load, force, sources)
     from hetfield.train.loop import train as run_training
 
     from rich.console import Console
