@@ -36,21 +36,34 @@ def test_bad_options(dataset, tmp_path, args, fragments):
     assert not (tmp_path / "run").exists()
 
 
+def _exit_code_and_torch(argv: list[str]) -> tuple[list[str], str]:
+    """``hetfield ARGV`` in a fresh interpreter: (its exit code and whether torch was imported, stderr)."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys\n"
+            f"sys.argv = {['hetfield', *argv]!r}\n"
+            "try:\n    runpy.run_module('hetfield.cli.app', run_name='__main__')\n"
+            "except SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return proc.stdout.split(), proc.stderr
+
+
 @pytest.mark.parametrize("args", [["--data", "{ds}", "--zdim", "-1"], ["--data", "{nowhere}"]])
 def test_a_bad_option_or_dataset_is_refused_before_torch_is_imported(dataset, tmp_path, args):
     """Answered in a fraction of a second: importing torch costs 2.6 s of CPU (4.7 s with the
     optimisers' torch._dynamo), more than the whole check."""
-    import subprocess
-    import sys
+    argv = ["train", str(tmp_path / "run")] + [a.format(ds=dataset / "dataset", nowhere=tmp_path / "nowhere") for a in args]
+    out, err = _exit_code_and_torch(argv)
+    assert out == ["2", "False"], (out, err)
+    assert "hetfield: error:" in err
 
-    argv = ["hetfield", "train", str(tmp_path / "run")] + [a.format(ds=dataset / "dataset", nowhere=tmp_path / "nowhere") for a in args]
-    code = ("import runpy, sys\n"
-            f"sys.argv = {argv!r}\n"
-            "try:\n    runpy.run_module('hetfield.cli.app', run_name='__main__')\n"
-            "except SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr)
-    assert "hetfield: error:" in proc.stderr
+
+def test_a_run_directory_in_the_way_is_refused_before_torch_is_imported(dataset, tmp_path):
+    (tmp_path / "run").write_text("not a run\n")
+    out, err = _exit_code_and_torch(["train", str(tmp_path / "run"), "--data", str(dataset / "dataset")])
+    assert out == ["2", "False"], (out, err)
+    assert "is not a directory" in err and (tmp_path / "run").read_text() == "not a run\n"
 
 
 def test_missing_dataset(tmp_path):
