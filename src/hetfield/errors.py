@@ -136,6 +136,15 @@ def os_error_message(err: OSError, doing: str | None = None) -> str:
     return f"{where}{what}{reason}; {advice}"
 
 
+def probe_write(directory, name: str = "out") -> None:
+    """Create and remove a hidden temporary directory in ``directory``; raises the ``OSError`` if that
+    fails. A real test: ``os.access`` misses read-only file systems, ACLs and root squash, and says
+    yes to root on ``/sys``."""
+    import tempfile
+
+    os.rmdir(tempfile.mkdtemp(prefix=f".{name or 'out'}.probe-{os.getpid()}.", suffix=".tmp", dir=directory))
+
+
 def check_output_location(
     path: str | os.PathLike,
     option: str,
@@ -156,7 +165,6 @@ def check_output_location(
     must neither be nor contain, since replacing the output would delete them. ``hint`` is added to
     the advice when the location is unusable (e.g. "or pass --out DIR" for a default location).
     """
-    import tempfile
     from pathlib import Path
 
     p = Path(path)
@@ -184,8 +192,7 @@ def check_output_location(
     except OSError as err:
         raise ConfigError(f"{label}: {os_error_message(err)}") from None
     try:
-        probe = tempfile.mkdtemp(prefix=f".{p.name or 'out'}.probe-{os.getpid()}.", suffix=".tmp", dir=parent)
-        os.rmdir(probe)
+        probe_write(parent, p.name)
     except OSError as err:
         _, reason, advice = describe_os_error(err)
         if err.errno in (_errno.EACCES, _errno.EPERM):

@@ -106,6 +106,7 @@ CASES = [
     C("train/load-unsaved-epoch", nothing, "train run --data ds --load 7", ["--load 7", "saved epochs"]),
     C("train/cuda-absent", nothing, "train new --data ds --device cuda", ["--device cuda", "cpu"]),
     C("train/out-under-a-file", nothing, "train notes.txt/run --data ds", ["notes.txt", "is a file"]),
+    C("train/out-not-writable", nothing, f"train {RO}/run --data ds", [RO, "no write permission"]),
     C("train/dataset-images-truncated", truncate("ds/images.npy"), "train new --data ds", ["images.npy"]),
     C("train/dataset-yaml-box-missing", yaml_del("ds/dataset.yaml", "box"), "train new --data ds", ["dataset.yaml", "box"]),
     # -- convergence ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from hetfield.data.cache import REQUIRED_FILES
-from hetfield.errors import ConfigError
+from hetfield.errors import ConfigError, probe_write
 
 
 def existing_fingerprint(out_dir: Path) -> str | None:
@@ -41,8 +41,8 @@ def check_output_location(out_dir: Path) -> None:
         raise ConfigError(
             f"DATASET {out_dir}: {probe} is a file, so no directory can be made below it; choose another DATASET path"
         )
-    try:  # a real test, as errors.check_output_location makes: os.access says yes to root on /sys
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out_dir.name or 'ds'}.probe-{os.getpid()}.", suffix=".tmp", dir=probe))
+    try:
+        probe_write(probe, out_dir.name)
     except OSError:
         raise ConfigError(
             f"DATASET {out_dir}: no permission to write in {probe}; choose a DATASET path in a directory you can write to"

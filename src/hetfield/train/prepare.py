@@ -9,12 +9,11 @@ leaves no lock file behind) and again under the lock. ``sweep run`` checks its r
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from hetfield.errors import ConfigError, DatasetError, RunError
+from hetfield.errors import ConfigError, DatasetError, RunError, probe_write
 from hetfield.io.plain import now
 from hetfield.train.config import FIELD_NAMES, TrainConfig, load_config_file
 from hetfield.train.rundir import LOCK_NAME, RunDir, find_checkpoint, load_checkpoint
@@ -75,8 +74,10 @@ def check_location(run: RunDir, load: str | None) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise RunError(f"{path}: cannot create it: {ancestor} is a file; choose another location")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise RunError(f"{path}: cannot write there: no write permission in {ancestor}; choose another location or fix its permissions")
+    try:
+        probe_write(ancestor, path.name)
+    except OSError:
+        raise RunError(f"{path}: cannot write there: no write permission in {ancestor}; choose another location or fix its permissions") from None
 
 
 def changed_settings(run: RunDir, cfg: TrainConfig, sources: dict[str, str] | None = None) -> list[str]:
