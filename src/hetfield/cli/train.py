@@ -100,9 +100,9 @@ def train(
     from hetfield.train.prepare import check_location, refuse
     from hetfield.train.rundir import RunDir
 
-    ds = Dataset.open(data)
-    check_location(RunDir(run), load)
-    refuse(RunDir(run), cfg, ds, load, force, sources)
+    ds, run_dir = Dataset.open(data), RunDir(run)
+    check_location(run_dir, load)
+    refuse(run_dir, cfg, ds, load, force, sources)
     from hetfield.train.loop import train as run_training
 
     from rich.console import Console

@@ -66,7 +66,6 @@ def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, ite
     w = torch.randn(j, q, generator=g, dtype=torch.float64).to(b.device) * (0.1 * float(v0.std()))
     basis = torch.cat([v0[:, None], w], 1)
     var = float(stats.residual_energy(v0[None])[:, 0].sum() / nv.sum())
-    eye_q = torch.eye(q, dtype=torch.float64, device=b.device)
     ridges = [ridge] * (q + 1)
     gram = stats.quadratic(basis)  # (P, q + 1, q + 1)
     # s_pac is symmetric in (a, c), so each pair's weighted sum is formed once an iteration: reading
@@ -77,8 +76,7 @@ def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, ite
     for _ in range(iterations):
         if check is not None:
             check()
-        cov = torch.linalg.inv(eye_q + gram[:, 1:, 1:] / var)
-        mean = torch.einsum("pqr,pr->pq", cov, (b @ basis[:, 1:] - gram[:, 1:, 0]) / var)
+        mean, cov = _latent_posterior(gram, b, basis, var)
         ez = torch.cat([torch.ones(n, 1, dtype=torch.float64, device=b.device), mean], 1)
         s = ez[:, :, None] * ez[:, None, :]
         s[:, 1:, 1:] += cov
@@ -94,13 +92,18 @@ def fit_factor_model(stats: LowResStatistics, n_factors: int, seed: int = 0, ite
     return basis.float(), var
 
 
+def _latent_posterior(gram: torch.Tensor, b: torch.Tensor, basis: torch.Tensor, var: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean (P, q), covariance (P, q, q))`` of each particle's latent (the EM's E-step), from
+    ``gram = basisᵀ A_p basis (P, q + 1, q + 1)``, ``b (P, J)`` and the ``basis (J, q + 1)`` (float64)."""
+    q = basis.shape[1] - 1
+    cov = torch.linalg.inv(torch.eye(q, dtype=torch.float64, device=b.device) + gram[:, 1:, 1:] / var)
+    return torch.einsum("pqr,pr->pq", cov, (b @ basis[:, 1:] - gram[:, 1:, 0]) / var), cov
+
+
 def posterior_means(stats: LowResStatistics, basis: torch.Tensor, var: float) -> torch.Tensor:
     """``(P, q)`` posterior means of the factor model's latents for the particles of ``stats``."""
-    b, basis = stats.b.double(), basis.double()
-    q = basis.shape[1] - 1
-    gram = stats.quadratic(basis)
-    cov = torch.linalg.inv(torch.eye(q, dtype=torch.float64, device=b.device) + gram[:, 1:, 1:] / var)
-    return torch.einsum("pqr,pr->pq", cov, (b @ basis[:, 1:] - gram[:, 1:, 0]) / var)
+    basis = basis.double()
+    return _latent_posterior(stats.quadratic(basis), stats.b.double(), basis, var)[0]
 
 
 def cluster_silhouette(points: np.ndarray, k_max: int = MAX_CLUSTERS, seed: int = 0) -> float:
