@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,24 @@ def test_wiener_bound_is_what_a_wiener_filter_reaches():
     ft = np.abs(np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(truth - truth.mean())))) ** 2
     share = ft[shell_index(box) <= 4].sum() / ft.sum()
     assert M.wiener_correlation_bound(truth, [1, 1, 1, 1, 1]) == pytest.approx(np.sqrt(share), rel=1e-6)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPUs: with one, every thread count is 1")
+def test_umap_leaves_torchs_threads_as_the_job_set_them():
+    """numba (UMAP) set the process's OpenMP threads to every CPU of the machine, so everything torch
+    did after one UMAP ran on all cores whatever OMP_NUM_THREADS said (3x slower on busy cores).
+    One process (numba's compilation costs seconds): torch loaded first, as analyze does."""
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import numpy as np",
+        "import torch",
+        "from hetfield.analysis.latent import umap_embedding",
+        "assert umap_embedding(np.random.default_rng(0).normal(size=(60, 3))) is not None",
+        "print(torch.get_num_threads())",
+    ])
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "1"

@@ -7,7 +7,11 @@ one component instead of two) and is deterministic (fixed seeds).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -76,13 +80,43 @@ def umap_embedding(z: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.nd
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import umap
+        with _torch_threads_kept():  # before numba is imported: it reads NUMBA_NUM_THREADS then
+            import umap
 
-        reducer = umap.UMAP(n_neighbors=max(2, min(n_neighbors, z.shape[0] - 1)), random_state=seed, n_jobs=1)
-        try:
-            return np.asarray(reducer.fit_transform(z), np.float64)
-        except (ValueError, TypeError):  # tiny or degenerate inputs
-            return None
+            reducer = umap.UMAP(n_neighbors=max(2, min(n_neighbors, z.shape[0] - 1)), random_state=seed, n_jobs=1)
+            try:
+                return np.asarray(reducer.fit_transform(z), np.float64)
+            except (ValueError, TypeError):  # tiny or degenerate inputs
+                return None
+
+
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """Run numba code (UMAP) without changing the process's CPU threads.
+
+    numba's OpenMP layer sets the process's OpenMP thread count, which torch shares, to
+    NUMBA_NUM_THREADS: by default every CPU of the machine, whatever OMP_NUM_THREADS or the job's
+    CPU allocation say. After one UMAP, all torch work in the process (decoding volumes; the tests'
+    training) ran on every core: 3x slower where the cores were busy. So numba gets the count torch
+    has, and torch's count is put back if numba changed it anyway (numba imported earlier)."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        os.environ["NUMBA_NUM_THREADS"] = str(min(before, os.cpu_count() or 1) if before else _cpu_budget())
+    try:
+        yield
+    finally:
+        if torch is not None and torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _cpu_budget() -> int:
+    """The threads torch would start with here: OMP_NUM_THREADS, else the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        return max(1, min(int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]), os.cpu_count() or 1))
+    except ValueError:
+        return max(1, cpus)
 
 
 @dataclass(frozen=True)
