@@ -70,14 +70,17 @@ tools:
 	@$(MAKE) --no-print-directory $(TOOLS) || echo "could not install npm-groovy-lint: the Nextflow syntax checks will be skipped"
 
 # The suite runs on TEST_WORKERS processes (pytest-xdist), whole files per worker so module fixtures
-# are built once; 2 matches CI's two cores. TEST_WORKERS=0 runs it in this process.
+# are built once; 2 matches CI's two cores. TEST_WORKERS=0 runs it in this process. Files are handed
+# out in collection order (tests/conftest.py puts the longest first): xdist's own order, files with
+# the most tests first, left the longest files to the end.
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: env tools
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: env
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 # A small two-class tilt-series dataset, a 2 x 2 sweep (zdim 2, 8 x n_classes 1, 2) trained,
 # checked for convergence and analysed with the built-in runner, and the sweep report.

@@ -33,11 +33,13 @@ def shared_data() -> Path:
 
 
 
-# The longest files (minutes each on two cores), longest first: they start first under `make test`.
+# The longest files (20-70 s each on two workers), longest first: they start first under `make test`
+# (its --no-loadscope-reorder keeps this order; xdist's default starts the files with most tests).
 LONGEST_FILES = (
-    "train/test_quality.py", "sweep/test_runner.py", "train/test_quality_one_class.py", "train/test_kill.py", "corpus/test_corpus.py",
-    "test_permissions.py", "model/test_class_init.py", "cli/test_setup_kill.py",
-    "pipeline/test_pipeline_render_run.py", "analysis/test_analyze.py", "analysis/test_small_data.py",
+    "train/test_quality.py", "corpus/test_corpus.py", "train/test_kill.py", "train/test_quality_one_class.py",
+    "pipeline/test_pipeline_render_run.py", "train/test_resume.py", "test_permissions.py", "train/test_torchrun.py",
+    "cli/test_setup_kill.py", "cli/test_setup_errors.py", "train/test_run_directory.py", "sweep/test_runner.py",
+    "train/test_low_snr_latent.py", "analysis/test_analyze.py", "train/test_abinit_run.py",
 )
 
 
