@@ -6,7 +6,9 @@ and the maps' correlation with the truth after the same alignment.
     python benchmarks/abinit.py --cases spa1 --out /tmp/abinit  # homogeneous SPA (K = 1, one class)
 
 Cases: ``spa`` (two classes, box 32, SNR 0.5, 1 000 particles), ``tilt`` (two classes, 200 particles of
-11 tilts), ``spa1`` (one class without motion, 1 000 particles, K = 1). Input poses are in the files
+11 tilts), ``spa-subunits`` and ``tilt-subunits`` (the same, with classes that differ by a subunit,
+``simulate --classes-differ-by subunits``, instead of by where the domain sits: those two are close
+under a free rotation), ``spa1`` (one class without motion, 1 000 particles, K = 1). Input poses are in the files
 (the simulator writes them) and ignored by ``--pose-estimation abinit``. Prints one JSON line per
 case with the machine's load average (the benchmark machine is shared).
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 CASES = {
     "spa": dict(sim=dict(mode="spa", n_particles=1000, n_classes=2, box=32, snr=0.5), k=2),
     "tilt": dict(sim=dict(mode="tilt", n_particles=200, n_classes=2, box=32, snr=0.5), k=2),
+    "spa-subunits": dict(sim=dict(mode="spa", n_particles=1000, n_classes=2, box=32, snr=0.5, classes_differ_by="subunits"), k=2),
+    "tilt-subunits": dict(sim=dict(mode="tilt", n_particles=200, n_classes=2, box=32, snr=0.5, classes_differ_by="subunits"), k=2),
     "spa1": dict(sim=dict(mode="spa", n_particles=1000, n_classes=1, box=32, snr=0.5, motion=False), k=1),
 }
 

@@ -147,6 +147,48 @@ def test_phantom_classes_share_a_core_differ_and_move():
     np.testing.assert_array_equal(still.volume(1, 0.0, box), still.volume(1, 1.0, box))
 
 
+def test_subunit_classes_are_assembly_states_no_rotation_maps_onto_each_other():
+    """``classes_differ_by="subunits"``: one domain for all, class k with k subunits (more mass each),
+    so a pose search cannot trade one class for a rotated other as with the domain design."""
+    box = 32
+    domain = Phantom.make(3, np.random.default_rng(0), motion=True)
+    sub = Phantom.make(3, np.random.default_rng(0), motion=True, classes_differ_by="subunits")
+    masses = [sub.volume(k, 0.5, box).sum() for k in range(3)]
+    assert masses[0] < masses[1] < masses[2] and masses[1] / masses[0] > 1.2  # each subunit is substantial
+    np.testing.assert_array_equal(sub.volume(0, 0.3, box), domain.volume(0, 0.3, box))  # class 0: the same particle
+    for k in range(3):
+        c, s, a = sub.blobs(k, 0.5)
+        assert len(c) == 6 + 2 + 3 * k and len(s) == len(a) == len(c)
+        assert np.linalg.norm(c, axis=1).max() < 0.24  # inside the taper like every blob
+        np.testing.assert_allclose(c[6:8], sub.blobs(0, 0.5)[0][6:8])  # the shared domain
+        c0, _, _ = sub.blobs(k, 0.0)
+        np.testing.assert_array_equal(c0[8:], c[8:])  # the subunits do not move; the domain does
+        assert np.linalg.norm(c0[6:8] - c[6:8], axis=1).max() * box > 2.0
+    cc = np.corrcoef([sub.volume(k, 0.5, box).ravel() for k in range(3)])
+    assert cc[np.triu_indices(3, 1)].max() < 0.93  # 0.885 and 0.918 between neighbours, at the identity
+    with pytest.raises(ValueError, match="classes_differ_by"):
+        Phantom.make(2, np.random.default_rng(0), classes_differ_by="colour")
+
+
+def test_subunit_design_is_recorded_and_rebuilt_from_truth(tmp_path):
+    import yaml
+
+    out = tmp_path / "sub"
+    simulate(out, n_particles=4, n_tilts=3, box=16, classes_differ_by="Subunits", seed=3)
+    doc = yaml.safe_load((out / "truth" / "truth.yaml").read_text())
+    assert doc["parameters"]["classes_differ_by"] == "subunits" and "subunits" in doc["phantom"]["classes"][1]
+    phantom = load_phantom(out)
+    assert phantom.classes_differ_by == "subunits"
+    np.testing.assert_array_equal(phantom.volume(1, 0.5, 16), mrcfile.read(out / "truth" / "class_1.mrc"))
+    # a truth file written before the option existed reads as the domain design
+    old = tmp_path / "old"
+    simulate(old, n_particles=4, n_tilts=3, box=16, seed=3)
+    d = yaml.safe_load((old / "truth" / "truth.yaml").read_text())
+    del d["parameters"]["classes_differ_by"]
+    (old / "truth" / "truth.yaml").write_text(yaml.safe_dump(d))
+    assert load_phantom(old).classes_differ_by == "domain"
+
+
 # --- the written dataset ---------------------------------------------------------------------------
 
 
@@ -331,6 +373,7 @@ def test_force_replaces_and_failure_leaves_nothing(tmp_path, monkeypatch):
         (dict(n_tilts=31, tilt_step_deg=6), "--n-tilts"),
         (dict(min_tilts=12), "--min-tilts"),
         (dict(mode="cryo"), "--mode"),
+        (dict(classes_differ_by="colour"), "--classes-differ-by"),
         (dict(pixel_size_A=0), "--pixel-size-A"),
         (dict(unknown_knob=1), "unknown"),
     ],
@@ -347,7 +390,7 @@ def test_params_defaults_match_the_cli_contract():
     assert (p.n_particles, p.n_classes, p.box, p.pixel_size_A, p.mode, p.n_tilts, p.tilt_step_deg,
             p.dose_per_tilt, p.snr, p.motion, p.defocus_A, p.voltage_kV, p.seed) == (
         200, 2, 32, 8.0, "tilt", 11, 6.0, 3.0, 0.5, True, 15000.0, 300.0, 0)
-    assert p.min_tilts == 11 and p.class_fractions == [0.5, 0.5]
+    assert p.min_tilts == 11 and p.class_fractions == [0.5, 0.5] and p.classes_differ_by == "domain"
 
 
 # --- the command line ------------------------------------------------------------------------------
@@ -372,6 +415,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         ["--n-tilts", "41", "--tilt-step-deg", "5"],
         ["--min-tilts", "0"],
         ["--mode", "cryo"],
+        ["--classes-differ-by", "colour"],
     ],
 )
 def test_cli_bad_options_exit_2(tmp_path, monkeypatch, capsys, args):

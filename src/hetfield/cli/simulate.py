@@ -21,6 +21,7 @@ def simulate(
     dose_per_tilt: float = typer.Option(3.0, "--dose-per-tilt", help="Electron dose per tilt image in e/Å² (pre-exposure of acquisition i = i x this)."),
     snr: float = typer.Option(0.5, "--snr", help="Signal-to-noise ratio: sum of signal variances / sum of noise variances over all images (> 0)."),
     motion: bool = typer.Option(True, "--motion/--no-motion", help="Give every class a continuous motion of one domain along t in [0, 1]."),
+    classes_differ_by: str = typer.Option("domain", "--classes-differ-by", help="domain: each class places its moving domain elsewhere on the core (close under a free rotation); subunits: one domain, and class k carries k extra subunits (assembly states; no rotation maps one class onto another)."),
     class_fractions: Optional[str] = typer.Option(None, "--class-fractions", help="Comma-separated class fractions summing to 1, e.g. 0.5,0.5 (default: balanced)."),
     defocus_A: float = typer.Option(15000.0, "--defocus-A", help="Mean defocus in Å (underfocus positive)."),
     voltage_kV: float = typer.Option(300.0, "--voltage-kV", help="Acceleration voltage in kV."),
@@ -37,7 +38,7 @@ def simulate(
     params = dict(
         n_particles=n_particles, n_classes=n_classes, box=box, pixel_size_A=pixel_size_A, mode=mode,
         n_tilts=n_tilts, min_tilts=min_tilts, tilt_step_deg=tilt_step_deg, dose_per_tilt=dose_per_tilt,
-        snr=snr, motion=motion, class_fractions=class_fractions, defocus_A=defocus_A, voltage_kV=voltage_kV,
+        snr=snr, motion=motion, classes_differ_by=classes_differ_by, class_fractions=class_fractions, defocus_A=defocus_A, voltage_kV=voltage_kV,
         seed=seed, write_clean=write_clean, force=force, threads=threads,
     )
     p = SimulationParams.from_kwargs(**params)  # fail on bad values before the progress bar appears

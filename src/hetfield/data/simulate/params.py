@@ -15,6 +15,7 @@ from typing import Any
 from hetfield.errors import ConfigError
 
 MODES = ("tilt", "spa")
+CLASS_DIFFERENCES = ("domain", "subunits")  # how the phantom's classes differ (phantoms.Phantom.make)
 MIN_BOX = 16
 MAX_BOX = 512
 
@@ -34,6 +35,7 @@ class SimulationParams:
     dose_per_tilt: float = 3.0  # e/Å² per tilt image
     snr: float = 0.5
     motion: bool = True
+    classes_differ_by: str = "domain"  # "domain": where each class's domain sits; "subunits": k extra subunits
     class_fractions: list[float] | None = None  # None: balanced
     defocus_A: float = 15000.0
     voltage_kV: float = 300.0
@@ -115,6 +117,10 @@ class SimulationParams:
         if mode not in MODES:
             raise ConfigError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
         self.mode = mode
+        differ = str(self.classes_differ_by).strip().lower()
+        if differ not in CLASS_DIFFERENCES:
+            raise ConfigError(f"--classes-differ-by {self.classes_differ_by!r}: choose one of {', '.join(CLASS_DIFFERENCES)}")
+        self.classes_differ_by = differ
         if not self.snr > 0:
             raise ConfigError(f"--snr {self.snr}: the signal-to-noise ratio must be positive, e.g. 0.5")
         if self.defocus_A <= 0:

@@ -85,7 +85,7 @@ def simulate(
     start = time.perf_counter()
     with _torch_threads(p.threads):
         rngs = rng_streams(p.seed)
-        phantom = Phantom.make(p.n_classes, rngs["phantom"], p.motion, p.motion_angle_deg)
+        phantom = Phantom.make(p.n_classes, rngs["phantom"], p.motion, p.motion_angle_deg, p.classes_differ_by)
         acq = draw_acquisition(p, rngs)
         layout = stack_layout(acq.offsets, p.images_per_stack)
         try:

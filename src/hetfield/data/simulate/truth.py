@@ -53,8 +53,8 @@ def load_phantom(out_dir: str | os.PathLike) -> Phantom:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         prm = doc["parameters"]
         phantom = Phantom.make(prm["n_classes"], rng_streams(int(doc["seed"]))["phantom"], prm["motion"],
-                               prm["motion_angle_deg"])
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+                               prm["motion_angle_deg"], prm.get("classes_differ_by", "domain"))  # older files: "domain"
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as err:
         raise InputError(f"{path}: not a readable hetfield simulate truth file ({err}); re-run hetfield simulate") from None
     if yaml.safe_load(yaml.safe_dump(phantom.describe())) != doc.get("phantom"):
         raise InputError(f"{path}: this hetfield version builds a different phantom; use the class MRC files instead")
