@@ -19,14 +19,14 @@ from nfscript import REPO
 FAKE = """#!/bin/sh
 echo "$(basename "$0") $*" >> "$CALLS"
 if [ "$1" = sweep ]; then
-    while [ $# -gt 0 ]; do [ "$1" = --out ] && printf 'batch_size: 8\\n' > "$2"; shift; done
+    while [ $# -gt 0 ]; do [ "$1" = --out ] && printf 'batch_size: 8\\npose_estimation: %s\\n' "$POSES" > "$2"; shift; done
 fi
 [ "$1" = --version ] && echo 'hetfield 0.0'
 exit 0
 """
 
 
-def _train_calls(modules, tmp_path, gpus):
+def _train_calls(modules, tmp_path, gpus, poses="fixed"):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("hetfield", "torchrun"):
@@ -35,7 +35,7 @@ def _train_calls(modules, tmp_path, gpus):
     (tmp_path / "dataset").mkdir(exist_ok=True)
     (tmp_path / "plan.csv").write_text("run_id\nr0\n")
     calls = tmp_path / f"calls{gpus}.txt"
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CALLS=str(calls))
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CALLS=str(calls), POSES=poses)
     meta = {"id": "run0", "run_id": "r0"}
     # -profile gpu: conf/base.config's accelerator (params.gpus_per_run); none without it.
     task = {"cpus": 2, "accelerator": None if gpus is None else {"request": gpus}}
@@ -54,6 +54,12 @@ def test_several_gpus_train_under_torchrun_one_process_each(modules, tmp_path):
     (call,) = _train_calls(modules, tmp_path, 4)
     assert call.startswith("torchrun --standalone --nproc_per_node 4 -m hetfield.cli.app train run0 --data "), call
     assert "--batch-size 8" in call
+
+
+def test_an_abinit_run_trains_as_one_process_on_several_gpus(modules, tmp_path):
+    """`train` refuses abinit under torchrun (the searched poses are not shared between ranks)."""
+    (call,) = _train_calls(modules, tmp_path, 4, poses="abinit")
+    assert call.startswith("hetfield train run0 --data "), call
 
 
 def _text(name: str) -> str:

@@ -85,3 +85,15 @@ def test_two_processes_keep_the_autodecoder_and_pose_tables_of_one(data, tmp_pat
     la, lb = RunDir(tmp_path / "one").latent(3), RunDir(tmp_path / "two").latent(3)
     assert lb["z_mu"].shape[0] == 24
     assert np.allclose(lb["z_mu"], la["z_mu"], atol=1e-4)
+
+
+def test_abinit_is_refused_under_torchrun_before_anything_is_written(data, tmp_path):
+    """Each rank would search and keep only its own batches' poses (rank 0 saving stale ones for the
+    rest): refused on every rank in one line each, no run directory. (torchrun then prints its own
+    report of a failed child, traceback included: that is torchrun's, not ours.)"""
+    run = tmp_path / "abinit"
+    proc = torchrun("train", run, "--data", data, "--zdim", "0", "--pose-estimation", "abinit", "--epochs", "8", "--threads", "1", "--device", "cpu", "-q")
+    assert proc.returncode != 0 and not run.exists()
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("hetfield: error:")]
+    assert errors and all("--pose-estimation abinit" in e and "torchrun" in e and "one process" in e for e in errors), proc.stderr
+    assert "site-packages/hetfield" not in proc.stderr and "src/hetfield" not in proc.stderr  # torchrun's own report only

@@ -75,6 +75,11 @@ def train(
         ds.check_fresh()
         if cfg.pose_estimation in ("fixed", "refine") and not ds.has_poses:
             raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; use --pose-estimation abinit (input poses ignored)")
+        if cfg.pose_estimation == "abinit" and dd.enabled:
+            # Each rank would search only its own batches and keep their poses: rank 0's
+            # checkpoints and latents would hold stale poses for every other rank's particles.
+            raise ConfigError(f"--pose-estimation abinit: not supported under torchrun ({dd.world_size} processes) yet, "
+                              "as the searched poses are not shared between processes; train it as one process (one GPU)")
         device = resolve_device(dd.device_name(cfg.device))
         resolve_precision(cfg.amp, device)  # a GPU without bf16 refuses --amp before anything is written
         dd.start(device)
