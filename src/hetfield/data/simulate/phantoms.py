@@ -75,11 +75,10 @@ class Phantom:
     axes: np.ndarray  # (K, 3) unit rotation axes of the motion
     motion_angle_deg: float
     motion: bool
-    # per class (m, 3) static blobs that do not move with t: the subunits ((0, 3) with "domain")
-    subunit_centers: tuple = ()
-    subunit_sigmas: tuple = ()
-    subunit_amps: tuple = ()
-    classes_differ_by: str = "domain"
+    subunit_centers: tuple  # per class (m, 3) static blobs that do not move with t ((0, 3) with "domain")
+    subunit_sigmas: tuple
+    subunit_amps: tuple
+    classes_differ_by: str
 
     @property
     def n_classes(self) -> int:
@@ -144,12 +143,6 @@ class Phantom:
         """Centres ``(n, 3)`` (box units, x y z), sigmas ``(n,)`` and amplitudes of class ``k`` at ``t``."""
         rot = rotvec_to_matrix(self.axes[k] * np.deg2rad(self.motion_angle(t)))
         dom = (self.domain_centers[k] - self.hinges[k]) @ rot.T + self.hinges[k]
-        if not self.subunit_centers:
-            return (
-                np.concatenate([self.core_centers, dom]),
-                np.concatenate([self.core_sigmas, self.domain_sigmas[k]]),
-                np.concatenate([self.core_amps, self.domain_amps[k]]),
-            )
         return (
             np.concatenate([self.core_centers, dom, self.subunit_centers[k]]),
             np.concatenate([self.core_sigmas, self.domain_sigmas[k], self.subunit_sigmas[k]]),
