@@ -111,3 +111,20 @@ def test_resume_with_changed_model_is_refused(dataset, tmp_path):
     assert_usage_error(proc, "zdim", "differ from the run being resumed")
     proc = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--load", "7")
     assert_usage_error(proc, "--load 7", "saved epochs")
+
+
+def test_pose_estimation_needs_poses_and_abinit_one_process():
+    from types import SimpleNamespace
+
+    from hetfield.errors import ConfigError
+    from hetfield.train.config import TrainConfig
+    from hetfield.train.prepare import check_pose_estimation
+
+    posed, bare = SimpleNamespace(has_poses=True), SimpleNamespace(has_poses=False)
+    for mode in ("fixed", "refine"):
+        with pytest.raises(ConfigError, match=f"--pose-estimation {mode}: ds has no poses; use --pose-estimation abinit"):
+            check_pose_estimation(TrainConfig(pose_estimation=mode), bare, "ds", 1)
+        check_pose_estimation(TrainConfig(pose_estimation=mode), posed, "ds", 4)
+    check_pose_estimation(TrainConfig(pose_estimation="abinit"), bare, "ds", 1)
+    with pytest.raises(ConfigError, match=r"abinit: not supported under torchrun \(2 processes\).*as one process"):
+        check_pose_estimation(TrainConfig(pose_estimation="abinit"), posed, "ds", 2)

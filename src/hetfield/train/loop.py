@@ -37,7 +37,7 @@ from hetfield.train.export import compute_latents, write_latents
 from hetfield.train.factory import amplitude_profile, build_model, data_driven_start
 from hetfield.train.load import restore, training_state
 from hetfield.train.optim import Optimizers
-from hetfield.train.prepare import RunLog, check_location, prepare_run, refuse, remove_if_empty, update_config_epochs, write_config
+from hetfield.train.prepare import RunLog, check_location, check_pose_estimation, prepare_run, refuse, remove_if_empty, update_config_epochs, write_config
 from hetfield.train.rundir import LOCK_NAME, RunDir, load_checkpoint, save_checkpoint
 from hetfield.train.signals import StopRequested, before_training, signal_name, signals_to_flag, stop_check
 from hetfield.train.validation import split_validation, validation_loss
@@ -73,13 +73,7 @@ def train(
         cfg.validate()
         ds = Dataset.open(data_path)
         ds.check_fresh()
-        if cfg.pose_estimation in ("fixed", "refine") and not ds.has_poses:
-            raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; use --pose-estimation abinit (input poses ignored)")
-        if cfg.pose_estimation == "abinit" and dd.enabled:
-            # Each rank would search only its own batches and keep their poses: rank 0's
-            # checkpoints and latents would hold stale poses for every other rank's particles.
-            raise ConfigError(f"--pose-estimation abinit: not supported under torchrun ({dd.world_size} processes) yet, "
-                              "as the searched poses are not shared between processes; train it as one process (one GPU)")
+        check_pose_estimation(cfg, ds, data_path, dd.world_size)
         device = resolve_device(dd.device_name(cfg.device))
         resolve_precision(cfg.amp, device)  # a GPU without bf16 refuses --amp before anything is written
         dd.start(device)
