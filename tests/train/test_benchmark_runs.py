@@ -51,3 +51,18 @@ def test_the_class_cost_rows_run_sparse_decoding(tmp_path):
     (row,) = json.loads(out.read_text())
     assert (row["classes"], row["decode"]) == (3, "sparse")
     assert row["images_per_s"] > 0 and row["images_per_cpu_s"] > 0 and row["peak_rss_MB"] > 0
+
+
+def test_class_cost_prints_the_period_average_of_its_rows(tmp_path):
+    """The README's "a period of the rule" rows: one full pass and class_full_pass_every − 1 sparse
+    epochs, averaged in time per image, relative to K = 1."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.with_name("class_cost.py")), "--boxes", "16", "--tilts", "3", "--steps", "1", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, full, sparse = (r["images_per_cpu_s"] for r in json.loads(out.read_text()))
+    (line,) = [line for line in proc.stdout.splitlines() if "period 5" in line]
+    avg, ratio = (float(v) for v in line.split()[5:7])
+    assert abs(avg - 5 / (1 / full + 4 / sparse)) < 0.06 and abs(ratio - avg / one) < 0.006
