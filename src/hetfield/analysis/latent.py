@@ -101,8 +101,8 @@ def _torch_threads_kept() -> Iterator[None]:
     has, and torch's count is put back if numba changed it anyway (numba imported earlier)."""
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
-    if "NUMBA_NUM_THREADS" not in os.environ:
-        os.environ["NUMBA_NUM_THREADS"] = str(min(before, os.cpu_count() or 1) if before else _cpu_budget())
+    if "NUMBA_NUM_THREADS" not in os.environ:  # at most the machine's CPUs
+        os.environ["NUMBA_NUM_THREADS"] = str(min(before or _cpu_budget(), os.cpu_count() or 1))
     try:
         yield
     finally:
@@ -112,11 +112,10 @@ def _torch_threads_kept() -> Iterator[None]:
 
 def _cpu_budget() -> int:
     """The threads torch would start with here: OMP_NUM_THREADS, else the CPUs this process may use."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        return max(1, min(int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]), os.cpu_count() or 1))
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
     except ValueError:
-        return max(1, cpus)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ class Phantom:
         sub_c, sub_s, sub_a = [], [], []
         for k in range(n_classes):
             m = k if sub else 0
-            sub_c.append(np.concatenate(site_blobs[:m]) if m else np.zeros((0, 3)))
+            sub_c.append(np.concatenate([np.zeros((0, 3)), *site_blobs[:m]]))
             sub_s.append(np.array([s for _, s, _ in _SUBUNIT] * m, dtype=np.float64))
             sub_a.append(np.array([a for _, _, a in _SUBUNIT] * m, dtype=np.float64))
         return cls(
