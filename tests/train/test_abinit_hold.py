@@ -60,3 +60,24 @@ def test_held_poses_follow_the_held_class(tmp_path):
     a, _ = written()
     for i, c in enumerate([0, 1, 0]):
         assert torch.allclose(a[i], rot[i, c], atol=1e-5)
+
+
+def test_the_guard_keeps_whichever_pose_has_the_smaller_error():
+    from hetfield.train.abinit_search import better_of
+
+    p, k = 2, 2
+    rot = torch.as_tensor(random_rotations(2 * p * k, np.random.default_rng(1)), dtype=torch.float32).reshape(2, p, k, 3, 3)
+    image_particle = torch.tensor([0, 0, 0, 1])  # particle 0 has three images (a tilt series), particle 1 one
+    shift = torch.arange(2 * 4 * k * 2, dtype=torch.float32).reshape(2, 4, k, 2)
+    glob = SearchResult(rotation=rot[0], shift_px=shift[0], error=torch.tensor([[1.0, 5.0], [2.0, 2.0]]), candidate_error=torch.zeros(p, k, 1))
+    loc = SearchResult(rotation=rot[1], shift_px=shift[1], error=torch.tensor([[3.0, 4.0], [1.0, 2.0]]), candidate_error=torch.ones(p, k, 1))
+    out = better_of(glob, loc, image_particle)
+    take_local = torch.tensor([[False, True], [True, False]])  # strictly smaller error only: a tie keeps the global search's
+    assert torch.equal(out.error, torch.tensor([[1.0, 4.0], [1.0, 2.0]]))
+    for i in range(p):
+        for c in range(k):
+            src = 1 if take_local[i, c] else 0
+            assert torch.equal(out.rotation[i, c], rot[src, i, c])
+            for img in (image_particle == i).nonzero()[:, 0]:
+                assert torch.equal(out.shift_px[img, c], shift[src, img, c])
+    assert torch.equal(out.candidate_error, glob.candidate_error)

@@ -31,6 +31,8 @@ def test_abinit_tilt_series_run(tmp_path):
     # Classes held (the default): round 1 keeps the start's poses, round 2 searches globally
     assert rows[1]["search_s_per_image_class"] == 0 and rows[2]["search_s_per_image_class"] > 0
     assert rows[2]["search_local"] is False and 0 <= rows[2]["search_class_agreement"] <= 1
+    # the guard of a held global round: particles whose locally refined pose beat the global search's
+    assert rows[1]["search_kept_current"] == 0 and 0 <= rows[2]["search_kept_current"] <= 24
     assert rows[1]["search_classes"] == rows[2]["search_classes"] == 2  # every round searches every class
     assert min(rows[0]["lowres_class_sizes"]) >= 0.5 * 24 / 2  # the low-res start's minimum share per class
     assert "search_s_per_image_class" not in rows[3]  # gradient refinement

@@ -44,7 +44,7 @@ import torch
 from hetfield.model.pose_search import search_poses
 from hetfield.model.search_data import SearchSettings
 from hetfield.train.abinit_search import (
-    SEARCH_BATCH_PARTICLES, consensus_latent, current_poses, field_grid, held_classes, local_search, lowres_start, search_data,
+    SEARCH_BATCH_PARTICLES, better_of, consensus_latent, current_poses, field_grid, held_classes, local_search, lowres_start, search_data,
     tilt_geometry, write_poses,
 )
 
@@ -143,6 +143,7 @@ class BatchSearch:
         self.levels: dict[str, float] = {}
         self.n_images = 0
         self.moved = 0
+        self.kept = 0  # particles whose current pose, refined locally, beat the global search (held rounds)
         if self.k_eval > 1:  # every particle's search under every class, for the rebalancing
             n_p, k = ds.n_particles, self.k_eval
             self.err = torch.full((n_p, k), float("nan"), device=device)
@@ -168,6 +169,10 @@ class BatchSearch:
             res = local_search(self.volume, data, *current_poses(model, batch, data.geometry), self.k_eval, self.settings.radius_px)
         else:
             res = search_poses(self.volume, data, self.k_eval, self.settings, cache=self.cache)
+            if self.held:  # the guard: a particle keeps (the local refinement of) its pose where the global search found worse
+                loc = local_search(self.volume, data, *current_poses(model, batch, data.geometry), self.k_eval, self.settings.radius_px)
+                self.kept += int((loc.error < res.error).gather(1, held_classes(model, batch.particles, res.error)[:, None].to(res.error.device)).sum())
+                res = better_of(res, loc, data.image_particle)
         write_poses(model, batch, data, res, self.resp, self.k_eval, self.held)
         if self.k_eval > 1 and not self.local:  # a local round's errors compare the classes at one class's frame
             self.err[batch.particles], self.rot[batch.particles], self.shift[batch.images] = res.error, res.rotation, res.shift_px
@@ -247,6 +252,7 @@ class BatchSearch:
         return {
             **extra,
             "search_rebalanced": self.moved,
+            "search_kept_current": self.kept,
             "search_seconds": round(self.seconds["search"] + self.seconds["decode"], 3),
             "search_decode_seconds": round(self.seconds["decode"], 3),
             "search_s_per_image_class": per,
@@ -263,6 +269,7 @@ class BatchSearch:
             f"{self.k_eval} class{'es' if self.k_eval > 1 else ''}, final spacing {s.final_spacing_deg():.1f}°): "
             f"{st['search_seconds']:.1f} s ({st['search_decode_seconds']:.1f} s decoding), "
             f"{1e3 * st['search_s_per_image_class']:.2f} ms per image per class"
+            + (f"; {self.kept} particles kept their refined pose over the global search's" if self.kept else "")
             + (f"; {self.moved} particles moved to keep every class above {MIN_SHARE:g}/K" if self.moved else "")
         )
 

@@ -100,32 +100,40 @@ def field_grid(model, radius_px: float, n_classes: int, z: torch.Tensor | None, 
 
 
 @torch.no_grad()
-def lowres_start(model, ds, cfg, device, log=None, resp=None, particles=None) -> dict:
-    """Epoch 0: the low-resolution ab initio of every particle; its poses go into the pose table and,
-    K > 1, its classes into the score table (as the EM start of train.class_start does: held-out
-    ``particles`` excluded keep uniform scores) and ``resp``."""
+def start_data(points, ds, cfg, device, radius_px: float) -> SearchData:
+    """Every particle of ``ds`` as one :class:`SearchData` on the band ``|k| <= radius_px`` (the
+    low-resolution start's input: the whole dataset, only its low band)."""
     from hetfield.data.batching import ParticleBatches
-    from hetfield.model.abinit_lowres import lowres_abinit
 
-    settings = lowres_settings(cfg, ds.box, ds.n_images / max(ds.n_particles, 1))
     geo = tilt_geometry(ds)
     geometry = torch.as_tensor(geo, device=device) if geo is not None else None
-    m_max = max(int((model.points.radius_px <= settings.band[1] + 1e-4).sum()), 1)
+    m_max = max(int((points.radius_px <= radius_px + 1e-4).sum()), 1)
     parts = []
-    loader = ParticleBatches(ds, model.points, SEARCH_BATCH_PARTICLES, shuffle=False, prefetch=False, dose_mask=cfg.dose_mask)
-    for batch in loader.epoch(0):  # the whole dataset, only its low band
+    loader = ParticleBatches(ds, points, SEARCH_BATCH_PARTICLES, shuffle=False, prefetch=False, dose_mask=cfg.dose_mask)
+    for batch in loader.epoch(0):
         batch = batch.to(device)
-        d = search_data(batch, model.points, geometry, ds.box, cfg.dose_weight, cfg.dose_mask, cfg.tilt_weight)
-        m = min(m_max, d.k.shape[0])
-        parts.append((d, m, batch.particles))
+        d = search_data(batch, points, geometry, ds.box, cfg.dose_weight, cfg.dose_mask, cfg.tilt_weight)
+        parts.append((d, min(m_max, d.k.shape[0]), batch.particles))
     m = min(p[1] for p in parts)
-    data = SearchData(
+    return SearchData(
         y=torch.cat([d.y[:, :m] for d, _, _ in parts]), k=parts[0][0].k[:m], factor=torch.cat([d.factor[:, :m] for d, _, _ in parts]),
         weight=torch.cat([d.weight[:, :m] for d, _, _ in parts]),
         image_particle=torch.cat([d.image_particle + int(p[0]) for d, _, p in parts]), n_particles=ds.n_particles, box=ds.box,
         image_weight=None if parts[0][0].image_weight is None else torch.cat([d.image_weight for d, _, _ in parts]),
-        geometry=None if geometry is None else geometry,
+        geometry=geometry,
     )
+
+
+@torch.no_grad()
+def lowres_start(model, ds, cfg, device, log=None, resp=None, particles=None) -> dict:
+    """Epoch 0: the low-resolution ab initio of every particle; its poses go into the pose table and,
+    K > 1, its classes into the score table (as the EM start of train.class_start does: held-out
+    ``particles`` excluded keep uniform scores) and ``resp``."""
+    from hetfield.model.abinit_lowres import lowres_abinit
+
+    settings = lowres_settings(cfg, ds.box, ds.n_images / max(ds.n_particles, 1))
+    data = start_data(model.points, ds, cfg, device, settings.band[1])
+    geometry = data.geometry
     res = lowres_abinit(data, settings, log=log, n_classes=cfg.n_classes)
     rot_img = res["rotation"][data.image_particle]
     if geometry is not None:
@@ -175,6 +183,19 @@ def local_search(volume: FourierGrid, data: SearchData, rotation: torch.Tensor, 
     return SearchResult(
         rotation=torch.cat([r.rotation for r in res], 1), shift_px=torch.cat([r.shift_px for r in res], 1),
         error=torch.cat([r.error for r in res], 1), candidate_error=torch.cat([r.candidate_error for r in res], 1),
+    )
+
+
+def better_of(a, b, image_particle: torch.Tensor):
+    """Per particle and class, the pose of whichever of two searches ``a``, ``b`` (:class:`SearchResult`,
+    same particles and classes, errors on the same band) found the smaller error; ``a``'s candidates."""
+    from hetfield.model.search_data import SearchResult
+
+    take_b = b.error < a.error  # (P, K)
+    return SearchResult(
+        rotation=torch.where(take_b[..., None, None], b.rotation, a.rotation),
+        shift_px=torch.where(take_b[image_particle][..., None], b.shift_px, a.shift_px),
+        error=torch.minimum(a.error, b.error), candidate_error=a.candidate_error, n_values=a.n_values, seconds=a.seconds,
     )
 
 
