@@ -180,6 +180,22 @@ def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=
     }
 
 
+def reconstruct(data: SearchData, rotation: torch.Tensor, origin_px: torch.Tensor, classes: torch.Tensor | None = None,
+                n_classes: int = 1, radius_px: float | None = None, ridge: float = 1e-3, oversample: float = 2.0) -> FourierGrid:
+    """Maps by direct inversion from every image of ``data`` at its particle's rotation ``(P, 3, 3)``
+    (within the tilt geometry) and its origin ``(n, 2)`` px, one per class of ``classes (P,)``
+    (None: one map), up to ``radius_px`` (default: the data's band)."""
+    radius_px = float(data.k.norm(dim=-1).max() * data.box) if radius_px is None else float(radius_px)
+    dev = data.y.device
+    img_rot = _image_rotations(data, rotation.to(dev).float())
+    img_cls = torch.zeros(data.n_images, dtype=torch.long, device=dev) if classes is None else classes.to(dev)[data.image_particle]
+    accs = [FourierAccumulator(data.box, radius_px, oversample, dev) for _ in range(max(int(n_classes), 1))]
+    for c, acc in enumerate(accs):
+        sel = (img_cls == c).nonzero()[:, 0]
+        _add_images(acc, data, sel, img_rot[sel], origin_px.to(dev)[sel])
+    return _maps(accs, ridge)
+
+
 def _maps(accs: list[FourierAccumulator], ridge: float) -> FourierGrid:
     vols = [a.volume(ridge) for a in accs]
     return FourierGrid(torch.cat([v.values for v in vols]), vols[0].box, vols[0].oversample)
