@@ -2,6 +2,7 @@
 
     python benchmarks/tomo_sim_50s.py                       # K = 1, zdim 4, 20 epochs, seeds 0 1 2
     python benchmarks/tomo_sim_50s.py --zdim 2 8 --k2       # more latent sizes, and the K = 2 mixture
+    python benchmarks/tomo_sim_50s.py --zdim --k2 --epochs 20       # the K = 2 mixture alone
     python benchmarks/tomo_sim_50s.py --set beta=0.25 --out /tmp/b   # any training option
 
 Prepares the two-class set as tomoDRGN's users would (``setup --uninvert-data``), trains with the
@@ -87,7 +88,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench_tomo_sim_50s"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--zdim", type=int, nargs="+", default=[4])
+    ap.add_argument("--zdim", type=int, nargs="*", default=[4], help="K = 1 latent sizes; none with --k2: the mixture alone")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--k2", action="store_true", help="also train the K = 2 mixture (zdim 0)")
     ap.add_argument("--threads", type=int, default=2)
