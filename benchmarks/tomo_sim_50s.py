@@ -94,6 +94,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE", help="training options (YAML values)")
     args = ap.parse_args()
+    if not args.zdim and not args.k2:
+        ap.error("--zdim with no values trains no K = 1 run: add --k2 for the mixture alone")
     if not DATA.is_dir():
         print(f"tomo-sim-50S not found at {DATA}; set HETFIELD_SHARED_DATA", file=sys.stderr)
         return 2
