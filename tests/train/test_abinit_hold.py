@@ -71,8 +71,9 @@ def test_the_guard_keeps_whichever_pose_has_the_smaller_error():
     shift = torch.arange(2 * 4 * k * 2, dtype=torch.float32).reshape(2, 4, k, 2)
     glob = SearchResult(rotation=rot[0], shift_px=shift[0], error=torch.tensor([[1.0, 5.0], [2.0, 2.0]]), candidate_error=torch.zeros(p, k, 1))
     loc = SearchResult(rotation=rot[1], shift_px=shift[1], error=torch.tensor([[3.0, 4.0], [1.0, 2.0]]), candidate_error=torch.ones(p, k, 1))
-    out = better_of(glob, loc, image_particle)
+    out, took = better_of(glob, loc, image_particle)
     take_local = torch.tensor([[False, True], [True, False]])  # strictly smaller error only: a tie keeps the global search's
+    assert torch.equal(took, take_local)
     assert torch.equal(out.error, torch.tensor([[1.0, 4.0], [1.0, 2.0]]))
     for i in range(p):
         for c in range(k):

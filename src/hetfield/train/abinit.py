@@ -171,8 +171,8 @@ class BatchSearch:
             res = search_poses(self.volume, data, self.k_eval, self.settings, cache=self.cache)
             if self.held:  # the guard: a particle keeps (the local refinement of) its pose where the global search found worse
                 loc = local_search(self.volume, data, *current_poses(model, batch, data.geometry), self.k_eval, self.settings.radius_px)
-                self.kept += int((loc.error < res.error).gather(1, held_classes(model, batch.particles, res.error)[:, None].to(res.error.device)).sum())
-                res = better_of(res, loc, data.image_particle)
+                res, took_local = better_of(res, loc, data.image_particle)
+                self.kept += int(took_local.gather(1, held_classes(model, batch.particles, res.error)[:, None].to(took_local.device)).sum())
         write_poses(model, batch, data, res, self.resp, self.k_eval, self.held)
         if self.k_eval > 1 and not self.local:  # a local round's errors compare the classes at one class's frame
             self.err[batch.particles], self.rot[batch.particles], self.shift[batch.images] = res.error, res.rotation, res.shift_px

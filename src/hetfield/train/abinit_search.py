@@ -10,7 +10,7 @@ import torch
 from hetfield.imaging.rotations import matrix_to_rot6d, random_rotations, rotation_y
 from hetfield.imaging.transfer import transfer_of
 from hetfield.model.fourier_grid import FourierGrid
-from hetfield.model.search_data import SearchData
+from hetfield.model.search_data import SearchData, SearchResult
 
 SEARCH_BATCH_PARTICLES = 256  # particles read per search call (the search chunks them further)
 
@@ -176,7 +176,6 @@ def local_search(volume: FourierGrid, data: SearchData, rotation: torch.Tensor, 
     as one ``(P, K)`` :class:`SearchResult`: rotation steps 8, 4, 2, 1° (27 offsets each, ±1 step per
     axis), shift steps 1 … 0.125 px, on the last four of ``radii``."""
     from hetfield.model.pose_search import refine_poses
-    from hetfield.model.search_data import SearchResult
 
     levels = [(8.0 / 2**i, 1.0 / 2**i, float(r)) for i, r in enumerate(radii[-4:])]
     res = [refine_poses(volume, data, rotation, shift_px, c, levels) for c in range(n_classes)]
@@ -186,17 +185,16 @@ def local_search(volume: FourierGrid, data: SearchData, rotation: torch.Tensor, 
     )
 
 
-def better_of(a, b, image_particle: torch.Tensor):
-    """Per particle and class, the pose of whichever of two searches ``a``, ``b`` (:class:`SearchResult`,
-    same particles and classes, errors on the same band) found the smaller error; ``a``'s candidates."""
-    from hetfield.model.search_data import SearchResult
-
-    take_b = b.error < a.error  # (P, K)
+def better_of(a: SearchResult, b: SearchResult, image_particle: torch.Tensor) -> tuple[SearchResult, torch.Tensor]:
+    """Per particle and class, the pose of whichever of two searches ``a``, ``b`` (same particles and
+    classes, errors on the same band) found the smaller error (a tie keeps ``a``'s), with ``a``'s
+    candidates; and ``(P, K)`` True where ``b``'s was taken."""
+    take_b = b.error < a.error
     return SearchResult(
         rotation=torch.where(take_b[..., None, None], b.rotation, a.rotation),
         shift_px=torch.where(take_b[image_particle][..., None], b.shift_px, a.shift_px),
         error=torch.minimum(a.error, b.error), candidate_error=a.candidate_error, n_values=a.n_values, seconds=a.seconds,
-    )
+    ), take_b
 
 
 def held_classes(model, particles: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
