@@ -58,7 +58,6 @@ def pose_bound(out: Path, k: int, search_epochs: int) -> dict:
     from hetfield.analysis.pose_metrics import geodesic_deg
     from hetfield.analysis.truth import load_truth
     from hetfield.data.dataset import Dataset
-    from hetfield.imaging.rotations import euler_to_matrix
     from hetfield.model.abinit_lowres import reconstruct
     from hetfield.model.pose_search import search_poses
     from hetfield.train.abinit import search_settings
@@ -70,8 +69,7 @@ def pose_bound(out: Path, k: int, search_epochs: int) -> dict:
     truth = load_truth(out / "sim")
     names = [str(n) for n in ds.particle_names]
     cls, _ = truth.labels_for(names)
-    rows = truth.rows_for(names)
-    a_true = euler_to_matrix(*(truth.particles[c].to_numpy(np.float64)[rows] for c in ("euler_rot_deg", "euler_tilt_deg", "euler_psi_deg")))
+    a_true = truth.rotations_for(names)
     cfg = TrainConfig(zdim=0, n_classes=max(k, 1), pose_estimation="abinit", pose_search_epochs=search_epochs, epochs=search_epochs + 2)
     settings = search_settings(cfg, ds.box, search_epochs - 1)  # the last search round's
     model, _ = build_model(ds, cfg)

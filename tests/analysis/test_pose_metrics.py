@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -76,3 +78,23 @@ def test_a_turned_shifted_map_is_brought_back(mirrored):
     assert masked_correlation(est, ref, mask) < 0.5
     assert aligned_map_correlation(est, ref, al) > 0.95  # trilinear resampling blurs 1.4 px blobs a little
     assert aligned_map(est, ref, al).shape == ref.shape
+
+
+def test_true_rotations_are_read_by_particle_name_and_missing_poses_are_said():
+    """``Truth.rotations_for`` (analyze --truth's pose errors, benchmarks/abinit.py's bound): RELION
+    Euler angles of the named particles, in the dataset's order; a truth without them has no poses."""
+    import pandas as pd
+
+    from hetfield.analysis.truth import Truth
+    from hetfield.imaging.rotations import matrix_to_euler
+
+    rng = np.random.default_rng(3)
+    a = random_rotations(3, rng)
+    rot, tilt, psi = matrix_to_euler(a)
+    df = pd.DataFrame({"particle_name": ["p0", "p1", "p2"], "class": [0, 1, 0],
+                       "euler_rot_deg": rot, "euler_tilt_deg": tilt, "euler_psi_deg": psi})
+    truth = Truth(path=Path("truth"), particles=df)
+    assert truth.has_poses
+    assert np.allclose(truth.rotations_for(["p2", "p0"]), a[[2, 0]], atol=1e-8)
+    assert not Truth(path=Path("truth"), particles=df.drop(columns=["euler_psi_deg"])).has_poses
+    assert not Truth(path=Path("truth")).has_poses

@@ -72,18 +72,15 @@ def write_poses_into(ds, poses, path: Path, rows: np.ndarray) -> bool:
 def pose_truth(ctx, truth, epoch: int, cls: np.ndarray, notes: list[str]) -> dict[str, Any] | None:
     """Median angular error of the learned poses after the best global rotation (either hand)."""
     from hetfield.analysis.pose_metrics import align_rotations
-    from hetfield.imaging.rotations import euler_to_matrix, rotation_y
+    from hetfield.imaging.rotations import rotation_y
 
     lat = ctx.latent(epoch)
-    cols = ("euler_rot_deg", "euler_tilt_deg", "euler_psi_deg")
     if "rotation" not in lat:
         return None
-    if not truth.has_labels or ctx.dataset is None or any(c not in truth.particles.columns for c in cols):
+    if not truth.has_poses or ctx.dataset is None:
         notes.append("--truth: no true particle poses (or no dataset); pose errors skipped")
         return None
-    df = truth.particles
-    rows = truth.rows_for([str(n) for n in ctx.dataset.particle_names])
-    a_true = euler_to_matrix(*(df[c].to_numpy(np.float64)[rows] for c in cols))
+    a_true = truth.rotations_for([str(n) for n in ctx.dataset.particle_names])
     arr = ctx.dataset.arrays
     image_particle = np.asarray(arr["particle"], np.int64)
     # Each image's true rotation is its tilt geometry (relative to the particle's first image) times

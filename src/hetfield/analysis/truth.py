@@ -18,6 +18,7 @@ from hetfield.errors import InputError
 
 _CLASS_MAP = re.compile(r"^class_(\d+)\.mrc$")
 _MOTION_MAP = re.compile(r"^class_(\d+)_t(\d+)\.mrc$")
+POSE_COLUMNS = ("euler_rot_deg", "euler_tilt_deg", "euler_psi_deg")  # the simulator's particle poses (RELION Euler)
 
 
 @dataclass
@@ -61,6 +62,17 @@ class Truth:
                 f"(first: {missing[0]!r}); pass the truth of the simulation this dataset was prepared from"
             )
         return np.array([lookup[str(n)] for n in names])
+
+    @property
+    def has_poses(self) -> bool:
+        return self.particles is not None and all(c in self.particles.columns for c in POSE_COLUMNS)
+
+    def rotations_for(self, names: list[str]) -> np.ndarray:
+        """``(P, 3, 3)`` float64 true rotation of each of the dataset's particles (its first image's), by name."""
+        from hetfield.imaging.rotations import euler_to_matrix
+
+        rows = self.rows_for(names)
+        return euler_to_matrix(*(self.particles[c].to_numpy(np.float64)[rows] for c in POSE_COLUMNS))
 
     def labels_for(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(class, t)`` of the dataset's particles, by name; InputError when names do not match."""
