@@ -22,7 +22,9 @@ the classic, cheap solution at low resolution, as cryoSPARC's ab initio does:
    The band widens from ``band[0]`` to ``band[1]`` over the first ``anneal`` of the iterations
    (matched at the full band from the start, 400 high-SNR particles settled on a wrong map, 45°
    median error; annealed, 5°).
-3. A final search of every particle against the map gives the poses the fields start from.
+3. A final search of every particle against the map gives the poses the fields start from. It and
+   the starts' scoring keep a beam of ``n_keep`` = 32 candidates per level (the iterations 8): a
+   class that is nearly symmetric at this band loses its true pose in a narrower beam.
 
 K > 1 classes: K maps are reconstructed at once from random shares of the first mini-batch; every
 particle of a mini-batch joins the class whose map explains it best, and every class keeps at least
@@ -60,6 +62,11 @@ class LowresSettings:
     band: tuple[float, float] = (3.2, 8.0)
     base_nside: int = 2
     n_levels: int = 4
+    # The search's beam (candidates kept per level) in the final search and the starts' scoring: 8
+    # lost the true pose of a nearly symmetric class at the coarse levels, even against its true map
+    # (docs/internals.md, ab initio). The stochastic iterations keep 8: 32 there cost 2x for little.
+    n_keep: int = 32
+    chain_n_keep: int = 8
     shift_window_px: float = 1.0
     max_shift_px: float = 3.2
     ridge: float = 1e-3  # λ relative to the mean of the denominator
@@ -146,7 +153,7 @@ def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=
 
     # 2. stochastic iterations, from several random starts; the maps that explain a fixed subset
     # of particles best win (about half of the starts settle on a wrong, self-consistent map).
-    search = SearchSettings(base_nside=s.base_nside, radius_px=tuple(np.linspace(s.band[0], s.band[1], s.n_levels)), n_keep=8,
+    search = SearchSettings(base_nside=s.base_nside, radius_px=tuple(np.linspace(s.band[0], s.band[1], s.n_levels)), n_keep=s.n_keep,
                             max_shift_px=s.shift_window_px, shift_points=5 if s.shift_window_px > 0 else 1)
     select = np.sort(rng.choice(p_all, size=min(p_all, s.select_particles), replace=False))
     sel_data, _ = _subset(data, select, offsets)
@@ -251,7 +258,7 @@ def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: Sea
         # The band widens from band[0] to band[1] over the first ``anneal`` of the iterations: matched
         # at the final band from the start, early maps locked onto their own noise (wrong shapes).
         hi = s.band[0] + (s.band[1] - s.band[0]) * min(1.0, (it + 1) / max(s.anneal * n_iter, 1))
-        step = replace(search, radius_px=tuple(float(r) for r in np.linspace(0.6 * hi, hi, s.n_levels)))
+        step = replace(search, n_keep=s.chain_n_keep, radius_px=tuple(float(r) for r in np.linspace(0.6 * hi, hi, s.n_levels)))
         res = search_poses(_maps(accs, s.ridge), sub, k, step)
         cls = _assign(res.error, s.min_share)
         img_cls = cls[sub.image_particle]
