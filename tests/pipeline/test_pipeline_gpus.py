@@ -56,10 +56,11 @@ def test_several_gpus_train_under_torchrun_one_process_each(modules, tmp_path):
     assert "--batch-size 8" in call
 
 
-def test_an_abinit_run_trains_as_one_process_on_several_gpus(modules, tmp_path):
-    """`train` refuses abinit under torchrun (the searched poses are not shared between ranks)."""
+def test_an_abinit_run_trains_under_torchrun_on_several_gpus(modules, tmp_path):
+    """Ab initio plans take every GPU as the others do (the ranks share their searched poses:
+    tests/train/test_torchrun.py)."""
     (call,) = _train_calls(modules, tmp_path, 4, poses="abinit")
-    assert call.startswith("hetfield train run0 --data "), call
+    assert call.startswith("torchrun --standalone --nproc_per_node 4 -m hetfield.cli.app train run0 --data "), call
 
 
 def _text(name: str) -> str:

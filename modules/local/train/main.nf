@@ -59,12 +59,9 @@ process TRAIN {
 
     # Several GPUs: one process per GPU under torchrun (DistributedDataParallel; rank 0 writes the
     # run, and torchrun passes SIGTERM on to every rank, so a walltime kill still checkpoints).
-    # Ab initio runs train as one process: `train` refuses abinit under torchrun.
+    # Ab initio runs too: each rank searches its share of every batch and the poses are shared.
     trainer='hetfield'
-    pose_estimation=\$(sed -n 's/^pose_estimation: *//p' ${meta.id}.yaml)
-    if [ ${gpus} -gt 1 ] && [ "\$pose_estimation" = abinit ]; then
-        echo "${meta.id}: --pose-estimation abinit trains as one process (not under torchrun); using 1 of ${gpus} GPUs" >&2
-    elif [ ${gpus} -gt 1 ]; then
+    if [ ${gpus} -gt 1 ]; then
         trainer='torchrun --standalone --nproc_per_node ${gpus} -m hetfield.cli.app'
     fi
     \$trainer train ${meta.id} --data ${dataset} --config ${meta.id}.yaml --batch-size "\$batch_size" \$load

@@ -149,7 +149,10 @@ class Distributed:
 
         from torch.nn.parallel import DistributedDataParallel
 
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(table_rows(model)))
+        # Empty parameters (a one-layer field's hidden biases, shape (K, 0, 1, h)) take no part in any
+        # loss, and DDP refuses a parameter without a gradient at its second step.
+        empty = [name for name, p in model.named_parameters() if p.numel() == 0]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(table_rows(model)) + empty)
         # The buffers (lattice, amplitude profile) are the same on every rank: no sync per forward.
         quiet = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters else "broadcast_buffers"
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **{quiet: False})

@@ -73,7 +73,7 @@ def train(
         cfg.validate()
         ds = Dataset.open(data_path)
         ds.check_fresh()
-        check_pose_estimation(cfg, ds, data_path, dd.world_size)
+        check_pose_estimation(cfg, ds, data_path)
         device = resolve_device(dd.device_name(cfg.device))
         resolve_precision(cfg.amp, device)  # a GPU without bf16 refuses --amp before anything is written
         dd.start(device)
@@ -188,7 +188,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         before_training(lambda: data_driven_start(model, ds, cfg, device, train_particles, log, check, dd.broadcast_), flag, log)
     loader = ParticleBatches(ds, model.points, cfg.batch_size, seed=cfg.seed, particles=train_particles, dose_mask=cfg.dose_mask)
     beta = cfg.effective_beta
-    pose_schedule = PoseSchedule(model, ds, cfg, device, log, val_particles)  # --pose-estimation abinit (else no-ops)
+    pose_schedule = PoseSchedule(model, ds, cfg, device, log, val_particles, dd)  # --pose-estimation abinit (else no-ops)
     last_metrics: dict[str, Any] = {}
     steps = len(loader)
     if start_epoch >= cfg.epochs:
@@ -211,6 +211,7 @@ def _train_locked(run: RunDir, ds, data_path, cfg: TrainConfig, device, load, fo
         else:
             epoch, sums_at, classes_at, moved_at = resume_at
             sums_at = dd.all_sum(sums_at)
+            pose_schedule.share()  # torchrun, abinit: the poses the other ranks searched this epoch
             if dd.is_main:
                 save_checkpoint(run.resume_path, training_state(model, opt, gen, shape, cfg, ds, epoch, sums_at, resp, classes_at, moved_at))
             particles_done = int(sums_at[3])

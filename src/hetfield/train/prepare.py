@@ -62,15 +62,10 @@ def resume_config(run_path: str | Path, config_file: Path | None, overrides: dic
     return cfg.validate(), sources
 
 
-def check_pose_estimation(cfg: TrainConfig, ds, data_path, world_size: int) -> None:
-    """The poses ``--pose-estimation`` needs are there, and abinit runs as one process."""
+def check_pose_estimation(cfg: TrainConfig, ds, data_path) -> None:
+    """The poses ``--pose-estimation`` needs are there."""
     if cfg.pose_estimation in ("fixed", "refine") and not ds.has_poses:
         raise ConfigError(f"--pose-estimation {cfg.pose_estimation}: {data_path} has no poses; use --pose-estimation abinit (input poses ignored)")
-    if cfg.pose_estimation == "abinit" and world_size > 1:
-        # Each rank would search only its own batches and keep their poses: rank 0's checkpoints
-        # and latents would hold stale poses for every other rank's particles.
-        raise ConfigError(f"--pose-estimation abinit: not supported under torchrun ({world_size} processes) yet, "
-                          "as the searched poses are not shared between processes; train it as one process (one GPU)")
 
 
 def check_location(run: RunDir, load: str | None) -> None:
