@@ -80,6 +80,12 @@ class LowresSettings:
         """Bands of 0.1 and 0.25 of the box, centring within ±box/10."""
         return cls(band=(0.1 * box, 0.25 * box), max_shift_px=box / 10, **kw)
 
+    def search(self) -> SearchSettings:
+        """The final search's ladder (also the starts' scoring): ``band`` over ``n_levels`` levels, a
+        beam of ``n_keep``, shifts within ±``shift_window_px`` of the centred images."""
+        return SearchSettings(base_nside=self.base_nside, radius_px=tuple(float(r) for r in np.linspace(self.band[0], self.band[1], self.n_levels)),
+                              n_keep=self.n_keep, max_shift_px=self.shift_window_px, shift_points=5 if self.shift_window_px > 0 else 1)
+
 
 def centre_data(data: SearchData, origin_px: torch.Tensor) -> SearchData:
     """``data`` with every image translated by ``+origin_px (n, 2)`` (``Y e^{-2πi k·t}``)."""
@@ -153,8 +159,7 @@ def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=
 
     # 2. stochastic iterations, from several random starts; the maps that explain a fixed subset
     # of particles best win (about half of the starts settle on a wrong, self-consistent map).
-    search = SearchSettings(base_nside=s.base_nside, radius_px=tuple(np.linspace(s.band[0], s.band[1], s.n_levels)), n_keep=s.n_keep,
-                            max_shift_px=s.shift_window_px, shift_points=5 if s.shift_window_px > 0 else 1)
+    search = s.search()
     select = np.sort(rng.choice(p_all, size=min(p_all, s.select_particles), replace=False))
     sel_data, _ = _subset(data, select, offsets)
     k = max(int(n_classes), 1)

@@ -92,7 +92,7 @@ class PoseSchedule:
             return
         if epoch == 0 and first == 0:
             self.stats = lowres_start(self.model, self.ds, self.cfg, self.device, self.log, resp, self.val_particles)
-            if self.dd is not None and self.dd.enabled:  # every rank ran the same start: keep rank 0's bits
+            if self.dd is not None:  # torchrun: every rank ran the same start; keep rank 0's bits
                 tables = [self.model.poses.rot6d.weight.data, self.model.poses.origin.weight.data]
                 tables += [self.model.scores.scores.data, resp] if self.model.scores is not None and resp is not None else []
                 for t in tables:
@@ -156,9 +156,8 @@ class BatchSearch:
         self.n_images = 0
         self.moved = 0
         self.kept = 0  # particles whose current pose, refined locally, beat the global search (held rounds)
-        # Rows this process wrote (under torchrun each rank searches its own share of every batch: share)
-        self.mine_images = torch.zeros(ds.n_images, dtype=torch.bool, device=device)
-        self.mine_particles = torch.zeros(ds.n_particles, dtype=torch.bool, device=device)
+        # Particles this process searched (under torchrun each rank searches its own share of every batch: share)
+        self.mine = torch.zeros(ds.n_particles, dtype=torch.bool, device=device)
         if self.k_eval > 1:  # every particle's search under every class, for the rebalancing
             n_p, k = ds.n_particles, self.k_eval
             self.err = torch.full((n_p, k), float("nan"), device=device)
@@ -189,8 +188,7 @@ class BatchSearch:
                 res, took_local = better_of(res, loc, data.image_particle)
                 self.kept += int(took_local.gather(1, held_classes(model, batch.particles, res.error)[:, None].to(took_local.device)).sum())
         write_poses(model, batch, data, res, self.resp, self.k_eval, self.held)
-        self.mine_images[batch.images] = True
-        self.mine_particles[batch.particles] = True
+        self.mine[batch.particles] = True
         if self.k_eval > 1 and not self.local:  # a local round's errors compare the classes at one class's frame
             self.err[batch.particles], self.rot[batch.particles], self.shift[batch.images] = res.error, res.rotation, res.shift_px
             self.agree[0] += int((res.error.argmin(1) == self.classes(batch.particles, res.error)).sum())
@@ -222,17 +220,18 @@ class BatchSearch:
         every rank, and the particle counters summed. A row two ranks wrote (a rank whose share of the last
         batch is empty repeats a particle of another's) takes their mean: the same search of the same
         images against the same fields."""
+        counts = torch.as_tensor(np.diff(np.asarray(self.ds.offsets)), device=self.mine.device)
+        mine_images = self.mine.repeat_interleave(counts)  # a searched particle's every image was written
         poses = self.model.poses
         for table in (poses.rot6d.weight, poses.origin.weight):
-            table.data.copy_(_mean_of_writers(dd, table.data, self.mine_images))
+            table.data.copy_(_mean_of_writers(dd, table.data, mine_images))
         if self.k_eval > 1:
-            self.err = _mean_of_writers(dd, self.err, self.mine_particles, missing=float("nan"))
-            self.rot = _mean_of_writers(dd, self.rot, self.mine_particles)
-            self.shift = _mean_of_writers(dd, self.shift, self.mine_images)
-        counts = dd.all_sum(torch.tensor([self.kept, *self.agree], dtype=torch.float64, device=self.device))
-        self.kept, self.agree = int(counts[0]), [int(counts[1]), int(counts[2])]  # (times: this rank's own)
-        self.mine_images.zero_()
-        self.mine_particles.zero_()
+            self.err = _mean_of_writers(dd, self.err, self.mine)
+            self.rot = _mean_of_writers(dd, self.rot, self.mine)
+            self.shift = _mean_of_writers(dd, self.shift, mine_images)
+        summed = dd.all_sum(torch.tensor([self.kept, *self.agree], dtype=torch.float64, device=self.device))
+        self.kept, self.agree = int(summed[0]), [int(summed[1]), int(summed[2])]  # the search times stay this rank's own
+        self.mine.zero_()
 
     @torch.no_grad()
     def rebalance(self, min_share: float = MIN_SHARE) -> int:
@@ -309,12 +308,12 @@ class BatchSearch:
         )
 
 
-def _mean_of_writers(dd, x: torch.Tensor, mine: torch.Tensor, missing: float | None = None) -> torch.Tensor:
-    """``x (R, ...)`` with each row the mean over the ranks that wrote it (``mine (R,)`` on each), a row
-    no rank wrote kept (or ``missing``)."""
+def _mean_of_writers(dd, x: torch.Tensor, mine: torch.Tensor) -> torch.Tensor:
+    """``x (R, ...)`` with each row the mean over the ranks that wrote it (``mine (R,)`` on each); a row
+    no rank wrote is kept as it is (the same on every rank: unsearched rows are NaN errors or the
+    poses every rank already shares)."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     n = dd.all_sum(mine.to(x.dtype)).view(shape)
     total = dd.all_sum(torch.where(mine.view(shape), x, torch.zeros_like(x)))
-    rest = x if missing is None else torch.full_like(x, missing)
-    return torch.where(n > 0, total / n.clamp_min(1), rest)
+    return torch.where(n > 0, total / n.clamp_min(1), x)
 
