@@ -113,21 +113,6 @@ def _add_images(acc: FourierAccumulator, data: SearchData, images: torch.Tensor,
     acc.add(q.reshape(-1, 3), torch.stack([wf * yr, wf * yi], -1).reshape(-1, 2), (wf * f).reshape(-1))
 
 
-def _subset(data: SearchData, particles: np.ndarray, offsets: np.ndarray) -> tuple[SearchData, torch.Tensor]:
-    """The images of ``particles`` (sorted) as their own SearchData, and their image indices."""
-    counts = offsets[particles + 1] - offsets[particles]
-    img = np.concatenate([np.arange(offsets[p], offsets[p + 1]) for p in particles]) if len(particles) else np.zeros(0, np.int64)
-    ti = torch.as_tensor(img, dtype=torch.long, device=data.y.device)
-    sub = SearchData(
-        y=data.y[ti], k=data.k, factor=data.factor[ti], weight=data.weight[ti],
-        image_particle=torch.as_tensor(np.repeat(np.arange(len(particles)), counts), device=data.y.device),
-        n_particles=len(particles), box=data.box,
-        image_weight=None if data.image_weight is None else data.image_weight[ti],
-        geometry=None if data.geometry is None else data.geometry[ti],
-    )
-    return sub, ti
-
-
 def _image_rotations(sub: SearchData, particle_rotation: torch.Tensor) -> torch.Tensor:
     r = particle_rotation[sub.image_particle]
     return r if sub.geometry is None else sub.geometry.float() @ r
@@ -145,7 +130,7 @@ def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=
     dev = data.y.device
     rng = np.random.default_rng([s.seed, 1515])
     p_all = data.n_particles
-    offsets = np.concatenate([[0], np.cumsum(torch.bincount(data.image_particle, minlength=p_all).cpu().numpy())])
+    offsets = data.particle_offsets()
     m = data.band(s.band[1])
     data = replace(data, y=data.y[:, :m], k=data.k[:m], factor=data.factor[:, :m], weight=data.weight[:, :m])
 
@@ -161,7 +146,7 @@ def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=
     # of particles best win (about half of the starts settle on a wrong, self-consistent map).
     search = s.search()
     select = np.sort(rng.choice(p_all, size=min(p_all, s.select_particles), replace=False))
-    sel_data, _ = _subset(data, select, offsets)
+    sel_data, _ = data.subset(select, offsets)
     k = max(int(n_classes), 1)
     best, scores = None, []
     for restart in range(max(s.restarts, 1)):
@@ -250,7 +235,7 @@ def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: Sea
         return b
 
     first = next_batch()
-    sub, ti = _subset(data, first, offsets)
+    sub, ti = data.subset(first, offsets)
     rot = _image_rotations(sub, torch.as_tensor(random_rotations(len(first), rng), dtype=torch.float32, device=dev))
     split = torch.as_tensor(rng.integers(0, k, len(first)), device=dev)[sub.image_particle]
     for c in range(k):  # each class starts from its own random share of the first mini-batch
@@ -259,7 +244,7 @@ def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: Sea
     # passes over it (tests; real sets keep ``iterations``: fewer failed on 400 particles).
     n_iter = s.iterations if p_all > 2 * s.batch_particles else min(s.iterations, 60)
     for it in range(n_iter):
-        sub, ti = _subset(data, next_batch(), offsets)
+        sub, ti = data.subset(next_batch(), offsets)
         # The band widens from band[0] to band[1] over the first ``anneal`` of the iterations: matched
         # at the final band from the start, early maps locked onto their own noise (wrong shapes).
         hi = s.band[0] + (s.band[1] - s.band[0]) * min(1.0, (it + 1) / max(s.anneal * n_iter, 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from hetfield.imaging.so3_grid import SO3Grid
@@ -43,6 +44,30 @@ class SearchData:
         """Number of leading (radius-sorted) points with ``|k| · box <= radius_px`` (at least 1)."""
         r = self.k.norm(dim=-1) * self.box
         return max(int(torch.searchsorted(r.contiguous(), torch.tensor(radius_px + 1e-4, dtype=r.dtype, device=r.device), right=True)), 1)
+
+    def particle_offsets(self) -> np.ndarray:
+        """(P + 1,) the first image of each particle, and ``n_images`` last."""
+        counts = torch.bincount(self.image_particle, minlength=self.n_particles).cpu().numpy()
+        return np.concatenate([[0], np.cumsum(counts)])
+
+    def subset(self, particles: np.ndarray, offsets: np.ndarray | None = None) -> tuple[SearchData, torch.Tensor]:
+        """The images of ``particles`` (sorted) as their own SearchData, and their image indices.
+
+        ``offsets`` is :meth:`particle_offsets`, passed by callers that take many subsets.
+        """
+        offsets = self.particle_offsets() if offsets is None else offsets
+        particles = np.asarray(particles, dtype=np.int64)
+        counts = offsets[particles + 1] - offsets[particles]
+        img = np.concatenate([np.arange(offsets[p], offsets[p + 1]) for p in particles]) if len(particles) else np.zeros(0, np.int64)
+        ti = torch.as_tensor(img, dtype=torch.long, device=self.y.device)
+        sub = SearchData(
+            y=self.y[ti], k=self.k, factor=self.factor[ti], weight=self.weight[ti],
+            image_particle=torch.as_tensor(np.repeat(np.arange(len(particles)), counts), device=self.y.device),
+            n_particles=len(particles), box=self.box,
+            image_weight=None if self.image_weight is None else self.image_weight[ti],
+            geometry=None if self.geometry is None else self.geometry[ti],
+        )
+        return sub, ti
 
 
 @dataclass(frozen=True)
