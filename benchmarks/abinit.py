@@ -70,7 +70,7 @@ def pose_bound(out: Path, k: int, search_epochs: int, folds: int = 5) -> dict:
     from hetfield.model.abinit_lowres import reconstruct
     from hetfield.model.pose_search import search_poses
     from hetfield.train.abinit import search_settings
-    from hetfield.train.abinit_search import start_data
+    from hetfield.train.abinit_start import start_data
     from hetfield.train.config import TrainConfig
     from hetfield.train.factory import build_model
 

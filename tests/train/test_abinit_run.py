@@ -28,6 +28,7 @@ def test_abinit_tilt_series_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "lowres_seconds" in rows[0] and "search_s_per_image_class" not in rows[0]
+    assert rows[0]["refine_rounds"] == 3 and len(rows[0]["refine_classes_searched"]) == 3  # the start refined against half maps
     # Classes held (the default): round 1 keeps the start's poses, round 2 searches globally
     assert rows[1]["search_s_per_image_class"] == 0 and rows[2]["search_s_per_image_class"] > 0
     assert rows[2]["search_local"] is False and 0 <= rows[2]["search_class_agreement"] <= 1

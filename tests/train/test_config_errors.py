@@ -25,6 +25,7 @@ def dataset(tmp_path_factory):
         (["--pose-estimation", "abinit", "--epochs", "5"], ["--epochs", "--pose-search-epochs 6"]),
         (["--pose-estimation", "abinit", "--pose-search-base-nside", "3"], ["--pose-search-base-nside", "1, 2, 4 or 8"]),
         (["--pose-estimation", "abinit", "--pose-search-epochs", "0"], ["--pose-search-epochs", "1 or more"]),
+        (["--pose-estimation", "abinit", "--pose-search-refine-rounds", "-1"], ["--pose-search-refine-rounds", "0 or more"]),
         (["--conf-estimation", "none", "--zdim", "4"], ["--zdim", "homogeneous"]),
         (["--device", "tpu"], ["--device", "auto, cpu, cuda"]),
         (["--bogus-option", "1"], ["No such option", "--bogus-option"]),

@@ -95,7 +95,7 @@ def centre_data(data: SearchData, origin_px: torch.Tensor) -> SearchData:
     return replace(data, y=torch.stack([yr * c + yi * s, yi * c - yr * s], -1))
 
 
-def _add_images(acc: FourierAccumulator, data: SearchData, images: torch.Tensor, rotation_img: torch.Tensor, origin_px: torch.Tensor | None) -> None:
+def add_images(acc: FourierAccumulator, data: SearchData, images: torch.Tensor, rotation_img: torch.Tensor, origin_px: torch.Tensor | None) -> None:
     """Add ``images`` at their rotations ``(n_sel, 3, 3)`` and origins (``None``: already centred)."""
     y, f, w = data.y[images], data.factor[images].float(), data.weight[images].float()
     if data.image_weight is not None:
@@ -113,7 +113,8 @@ def _add_images(acc: FourierAccumulator, data: SearchData, images: torch.Tensor,
     acc.add(q.reshape(-1, 3), torch.stack([wf * yr, wf * yi], -1).reshape(-1, 2), (wf * f).reshape(-1))
 
 
-def _image_rotations(sub: SearchData, particle_rotation: torch.Tensor) -> torch.Tensor:
+def image_rotations(sub: SearchData, particle_rotation: torch.Tensor) -> torch.Tensor:
+    """``(n, 3, 3)`` rotation of every image of ``sub`` from its particle's ``(P, 3, 3)``, within the tilt geometry."""
     r = particle_rotation[sub.image_particle]
     return r if sub.geometry is None else sub.geometry.float() @ r
 
@@ -131,13 +132,12 @@ def lowres_abinit(data: SearchData, settings: LowresSettings | None = None, log=
     rng = np.random.default_rng([s.seed, 1515])
     p_all = data.n_particles
     offsets = data.particle_offsets()
-    m = data.band(s.band[1])
-    data = replace(data, y=data.y[:, :m], k=data.k[:m], factor=data.factor[:, :m], weight=data.weight[:, :m])
+    data = data.within(s.band[1])
 
     # 1. centring against the rotational average
     acc = FourierAccumulator(data.box, s.band[1], s.oversample, dev)
     rand = torch.as_tensor(random_rotations(p_all, rng), dtype=torch.float32, device=dev)
-    _add_images(acc, data, torch.arange(data.n_images, device=dev), _image_rotations(data, rand), None)
+    add_images(acc, data, torch.arange(data.n_images, device=dev), image_rotations(data, rand), None)
     centring = SearchSettings(base_nside=1, radius_px=(s.band[1],), n_keep=1, max_shift_px=s.max_shift_px, shift_points=17)
     centre = search_poses(acc.volume(s.ridge), data, 1, centring).shift_px[:, 0]
     data = centre_data(data, centre)
@@ -184,12 +184,12 @@ def reconstruct(data: SearchData, rotation: torch.Tensor, origin_px: torch.Tenso
     (None: one map), up to ``radius_px`` (default: the data's band)."""
     radius_px = float(data.k.norm(dim=-1).max() * data.box) if radius_px is None else float(radius_px)
     dev = data.y.device
-    img_rot = _image_rotations(data, rotation.to(dev).float())
+    img_rot = image_rotations(data, rotation.to(dev).float())
     img_cls = torch.zeros(data.n_images, dtype=torch.long, device=dev) if classes is None else classes.to(dev)[data.image_particle]
     accs = [FourierAccumulator(data.box, radius_px, oversample, dev) for _ in range(max(int(n_classes), 1))]
     for c, acc in enumerate(accs):
         sel = (img_cls == c).nonzero()[:, 0]
-        _add_images(acc, data, sel, img_rot[sel], origin_px.to(dev)[sel])
+        add_images(acc, data, sel, img_rot[sel], origin_px.to(dev)[sel])
     return _maps(accs, ridge)
 
 
@@ -236,10 +236,10 @@ def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: Sea
 
     first = next_batch()
     sub, ti = data.subset(first, offsets)
-    rot = _image_rotations(sub, torch.as_tensor(random_rotations(len(first), rng), dtype=torch.float32, device=dev))
+    rot = image_rotations(sub, torch.as_tensor(random_rotations(len(first), rng), dtype=torch.float32, device=dev))
     split = torch.as_tensor(rng.integers(0, k, len(first)), device=dev)[sub.image_particle]
     for c in range(k):  # each class starts from its own random share of the first mini-batch
-        _add_images(accs[c], data, ti[split == c], rot[split == c], None)
+        add_images(accs[c], data, ti[split == c], rot[split == c], None)
     # A set of at most two mini-batches is seen whole every iteration or two: 60 iterations are 30+
     # passes over it (tests; real sets keep ``iterations``: fewer failed on 400 particles).
     n_iter = s.iterations if p_all > 2 * s.batch_particles else min(s.iterations, 60)
@@ -253,10 +253,10 @@ def _chain(data: SearchData, offsets: np.ndarray, s: LowresSettings, search: Sea
         cls = _assign(res.error, s.min_share)
         img_cls = cls[sub.image_particle]
         n = torch.arange(sub.n_images, device=dev)
-        rot = _image_rotations(sub, res.rotation[torch.arange(sub.n_particles, device=dev), cls])
+        rot = image_rotations(sub, res.rotation[torch.arange(sub.n_particles, device=dev), cls])
         shift = res.shift_px[n, img_cls]
         for c in range(k):
             accs[c].decay(s.decay)
             sel = img_cls == c
-            _add_images(accs[c], data, ti[sel], rot[sel], shift[sel])
+            add_images(accs[c], data, ti[sel], rot[sel], shift[sel])
     return accs

@@ -125,10 +125,14 @@ class FourierAccumulator:
                     num_i.index_add_(0, flat, ww * value[ok, 1])
                     den.index_add_(0, flat, ww * weight[ok])
 
-    def volume(self, ridge: float = 1e-3) -> FourierGrid:
-        """The current map: Hermitian-symmetrised ``num / (den + λ)``."""
-        # A real map: F(-q) = conj F(q), so every splat also counts, conjugated, at -q.
+    def symmetrised(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(num (2, G, G, G), den (G, G, G))`` with every splat also counted, conjugated, at ``-q``
+        (a real map: ``F(-q) = conj F(q)``)."""
         num = self.num + torch.stack([torch.flip(self.num[0], (0, 1, 2)), -torch.flip(self.num[1], (0, 1, 2))])
-        den = self.den + torch.flip(self.den, (0, 1, 2))
+        return num, self.den + torch.flip(self.den, (0, 1, 2))
+
+    def volume(self, ridge: float = 1e-3) -> FourierGrid:
+        """The current map: Hermitian-symmetrised ``num / (den + λ)``, ``λ = ridge · mean(den > 0)``."""
+        num, den = self.symmetrised()
         lam = ridge * float(den[den > 0].mean()) if bool((den > 0).any()) else 1.0
         return FourierGrid((num / (den + lam))[None], self.box, self.oversample)

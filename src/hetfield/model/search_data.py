@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,11 @@ class SearchData:
         """Number of leading (radius-sorted) points with ``|k| · box <= radius_px`` (at least 1)."""
         r = self.k.norm(dim=-1) * self.box
         return max(int(torch.searchsorted(r.contiguous(), torch.tensor(radius_px + 1e-4, dtype=r.dtype, device=r.device), right=True)), 1)
+
+    def within(self, radius_px: float) -> SearchData:
+        """The same images on the leading points ``|k| · box <= radius_px`` only (:meth:`band`)."""
+        m = self.band(radius_px)
+        return replace(self, y=self.y[:, :m], k=self.k[:m], factor=self.factor[:, :m], weight=self.weight[:, :m])
 
     def particle_offsets(self) -> np.ndarray:
         """(P + 1,) the first image of each particle, and ``n_images`` last."""

@@ -4,8 +4,11 @@ Schedule (epochs counted from 0; ``S = pose_search_epochs``; the input poses are
 
 * epoch 0 starts with the **low-resolution ab initio** (:mod:`hetfield.model.abinit_lowres`):
   images centred against the rotational average, then stochastic projection matching on a Fourier
-  voxel map up to ``box/4`` from several random starts, the best start kept. Its poses fill the
-  pose table, and the fields train on them for the epoch;
+  voxel map up to ``box/4`` from several random starts, the best start kept; then
+  ``pose_search_refine_rounds`` rounds of **gold-standard refinement** of its poses
+  (:mod:`hetfield.train.abinit_refine`: each half of the particles searched against the other
+  half's class maps to ``0.45 · box``, Wiener-filtered by their FSC). The poses fill the pose table,
+  and the fields train on them for the epoch;
 * epochs ``1 … S``, **search**: every training batch is searched (global coarse-to-fine search,
   :mod:`hetfield.model.pose_search`) against the fields just before its training step, and the
   step uses the poses found. The fields are decoded onto the search grid once per epoch. The
@@ -44,9 +47,10 @@ import torch
 from hetfield.model.pose_search import search_poses
 from hetfield.model.search_data import SearchSettings
 from hetfield.train.abinit_search import (
-    SEARCH_BATCH_PARTICLES, better_of, consensus_latent, current_poses, field_grid, held_classes, local_search, lowres_start, search_data,
+    SEARCH_BATCH_PARTICLES, better_of, consensus_latent, current_poses, field_grid, held_classes, local_search, search_data,
     tilt_geometry, write_poses,
 )
+from hetfield.train.abinit_start import lowres_start
 
 # Bands (coarsest level, finest level) as fractions of the box, in the first and in the last round.
 BAND_FIRST = (0.20, 0.35)

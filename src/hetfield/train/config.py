@@ -67,6 +67,8 @@ class TrainConfig:
     pose_search_epochs: int = 6
     pose_search_base_nside: int = 4
     pose_search_max_shift_px: float | None = None  # None: box / 10
+    # rounds of gold-standard refinement of the start's poses (train/abinit_refine.py; 0: none)
+    pose_search_refine_rounds: int = 3
     # K > 1: the start's classes held through the search rounds, each particle searched and trained
     # in its own class's frame (released, tilt series 200 particles: ARI 0.92 at the start fell to 0.36)
     pose_search_hold_classes: bool = True
@@ -177,6 +179,9 @@ class TrainConfig:
             bad("class_settled_change", "must be in [0, 1]: the share of particles changing class above which the next epoch decodes every class (1: the period alone)")
         if isinstance(self.pose_search_epochs, bool) or not isinstance(self.pose_search_epochs, int) or self.pose_search_epochs < 1:
             bad("pose_search_epochs", "must be a whole number of epochs, 1 or more")
+        r = self.pose_search_refine_rounds
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            bad("pose_search_refine_rounds", "must be a whole number of rounds, 0 or more (0: the start's poses as they are)")
         if self.pose_search_base_nside not in (1, 2, 4, 8) or isinstance(self.pose_search_base_nside, bool):
             bad("pose_search_base_nside", "choose 1, 2, 4 or 8 (HEALPix nside of the coarsest grid: 58.6°/nside)")
         m = self.pose_search_max_shift_px
@@ -224,6 +229,7 @@ PREDATED = {
     # no ab initio then: any value reads the same
     "pose_search_epochs": 6, "pose_search_base_nside": 4, "pose_search_max_shift_px": None,
     "pose_search_hold_classes": False,  # abinit K > 1 before it released the start's classes after class_hold_epochs
+    "pose_search_refine_rounds": 0,  # abinit before the start's poses were refined against half maps
 }
 
 # What a default of None means, for the help text (the defaults themselves come from TrainConfig).
