@@ -32,6 +32,17 @@ def test_hold_covers_the_search_rounds():
     assert PREDATED["pose_search_hold_classes"] is False  # runs from before it released the start's classes
 
 
+def test_a_refined_start_is_kept_until_the_last_search_round():
+    from hetfield.train.abinit import keep_rounds
+
+    base = dict(pose_estimation="abinit", n_classes=2, epochs=9)
+    assert keep_rounds(TrainConfig(**base, pose_search_epochs=6)) == 5  # refined (the default): rounds 1-5 keep it
+    assert keep_rounds(TrainConfig(**base, pose_search_epochs=6, pose_search_refine_rounds=0)) == 1  # the plain start: round 1
+    assert keep_rounds(TrainConfig(**base, pose_search_epochs=1)) == 0  # one round searches
+    assert keep_rounds(TrainConfig(**base, pose_search_epochs=1, pose_search_refine_rounds=0)) == 0
+    assert PREDATED["pose_search_refine_rounds"] == 0  # runs from before the refinement keep their schedule
+
+
 def test_held_poses_follow_the_held_class(tmp_path):
     root = simulate_and_setup(tmp_path, "d", n_particles=3, n_classes=2, box=16, seed=2, mode="spa")
     ds = Dataset.open(root / "dataset")

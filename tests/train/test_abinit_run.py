@@ -57,3 +57,19 @@ def test_abinit_tilt_series_run(tmp_path):
     poses = summary["truth"]["poses"]
     assert poses["n_images"] == ds.n_images and 0 <= poses["median_error_deg"] <= 180
     assert set(poses["per_class"]) <= {"0", "1"}
+
+
+def test_one_class_keeps_its_refined_start_until_the_last_round(tmp_path):
+    root = simulate_and_setup(tmp_path, "d", n_particles=24, n_classes=1, box=16, seed=4, mode="spa")
+    run = tmp_path / "run"
+    proc = run_cli(
+        "train", run, "--data", root / "dataset", "--zdim", "0", "--pose-estimation", "abinit", "--epochs", "4",
+        "--pose-search-epochs", "2", "--pose-search-base-nside", "1", "--field-hidden", "32", "--field-layers", "1",
+        "--pe-features", "16", "--batch-size", "8", "--threads", "1", "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["refine_rounds"] == 3
+    first, last = np.load(run / "latent.1.npz"), np.load(run / "latent.2.npz")
+    assert rows[1]["search_s_per_image_class"] == 0 and np.array_equal(first["rotation"], last["rotation"])  # round 1 keeps the start
+    assert rows[2]["search_s_per_image_class"] > 0 and 0 <= rows[2]["search_kept_current"] <= 24  # the last round, guarded

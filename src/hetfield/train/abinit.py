@@ -23,8 +23,9 @@ guard against one map taking every particle, :func:`hetfield.model.abinit_lowres
 classes seed the score table (as the EM start of :mod:`hetfield.train.class_start` would). Each
 class's map has its own frame while the pose table holds one pose per image, so with
 ``pose_search_hold_classes`` the start's classes are held through the search rounds and each
-particle's pose is written under its held class (round 1 keeps the start's poses, the rounds up to
-``LOCAL_ROUNDS`` of them refine locally, the rest search globally); without it they are held for
+particle's pose is written under its held class (after a refined start every round but the last
+keeps the start's poses, :func:`keep_rounds`; without the refinement round 1 keeps them, the rounds
+up to ``LOCAL_ROUNDS`` of them refine locally, the rest search globally); without it they are held for
 ``class_hold_epochs`` and each particle takes the pose found under its most probable class; after each round
 :meth:`BatchSearch.rebalance` gives a class left below ``MIN_SHARE / K`` the particles that lose
 least by moving to it (the guard once the start's partition is released). Fields with a
@@ -58,6 +59,14 @@ BAND_LAST = (0.25, 0.45)
 MIN_SHARE = 0.5  # K > 1: after each search round every class keeps at least MIN_SHARE / K of the particles
 LOCAL_ROUNDS = 0.5  # K > 1, classes held: this share of the search rounds refines the poses locally first
 KEEP_ROUNDS = 1  # ... of which the first keep the start's poses (the fields train another epoch on them)
+
+
+def keep_rounds(cfg) -> int:
+    """Search rounds that keep the start's poses (held classes, or one class after a refined start,
+    ``BatchSearch.anchored``): after a refined start every round but the last (searched against the fields, the refined poses got worse: tilt-subunits class 0 9.9° →
+    26°, the fields' error being in-sample), else ``KEEP_ROUNDS``; none when that leaves no round."""
+    n = cfg.pose_search_epochs - 1 if cfg.pose_search_refine_rounds > 0 else KEEP_ROUNDS
+    return n if cfg.pose_search_epochs > n else 0
 
 
 def phase(cfg, epoch: int) -> str:
@@ -148,7 +157,10 @@ class BatchSearch:
         # trained one epoch (a 200-particle tilt set: 48 steps), one class's median error went from the
         # start's 11.6° to 82.8° in round 1 and was still 47° after round 6.
         self.local = self.held and self.round_index < int(LOCAL_ROUNDS * cfg.pose_search_epochs)
-        self.keep = self.held and self.round_index < KEEP_ROUNDS and cfg.pose_search_epochs > KEEP_ROUNDS
+        # One class after a refined start: its poses are kept and guarded as a held class's (K = 1,
+        # spa1: the refined start's 8.2° went to 12.9° in a global round against the fields).
+        self.anchored = self.held or (cfg.n_classes == 1 and cfg.pose_search_refine_rounds > 0)
+        self.keep = self.anchored and self.round_index < keep_rounds(cfg)
         geo = tilt_geometry(ds)
         self.geometry = torch.as_tensor(geo, device=device) if geo is not None else None
         self.refresh = max(int(refresh), 1) if refresh else None
@@ -187,10 +199,11 @@ class BatchSearch:
             res = local_search(self.volume, data, *current_poses(model, batch, data.geometry), self.k_eval, self.settings.radius_px)
         else:
             res = search_poses(self.volume, data, self.k_eval, self.settings, cache=self.cache)
-            if self.held:  # the guard: a particle keeps (the local refinement of) its pose where the global search found worse
+            if self.anchored:  # the guard: a particle keeps (the local refinement of) its pose where the global search found worse
                 loc = local_search(self.volume, data, *current_poses(model, batch, data.geometry), self.k_eval, self.settings.radius_px)
                 res, took_local = better_of(res, loc, data.image_particle)
-                self.kept += int(took_local.gather(1, held_classes(model, batch.particles, res.error)[:, None].to(took_local.device)).sum())
+                cls = held_classes(model, batch.particles, res.error) if self.held else torch.zeros(batch.n_particles, dtype=torch.long)
+                self.kept += int(took_local.gather(1, cls[:, None].to(took_local.device)).sum())
         write_poses(model, batch, data, res, self.resp, self.k_eval, self.held)
         self.mine[batch.particles] = True
         if self.k_eval > 1 and not self.local:  # a local round's errors compare the classes at one class's frame
