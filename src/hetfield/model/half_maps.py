@@ -60,7 +60,7 @@ class HalfMaps:
         fscs = []
         for per_class in self.accs:
             sym = [a.symmetrised() for a in per_class]
-            raw = [num / (den + RIDGE * float(den[den > 0].mean() if bool((den > 0).any()) else 1.0)) for num, den in sym]
+            raw = [a.volume(RIDGE).values[0] for a in per_class]
             cross = torch.bincount(flat, (raw[0] * raw[1]).sum(0).flatten(), n_shells)
             power = [torch.bincount(flat, (r * r).sum(0).flatten(), n_shells) for r in raw]
             fsc = (cross / torch.sqrt(power[0] * power[1]).clamp_min(1e-30)).clamp(*FSC_RANGE)

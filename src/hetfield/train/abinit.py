@@ -63,8 +63,9 @@ KEEP_ROUNDS = 1  # ... of which the first keep the start's poses (the fields tra
 
 def keep_rounds(cfg) -> int:
     """Search rounds that keep the start's poses (held classes, or one class after a refined start,
-    ``BatchSearch.anchored``): after a refined start every round but the last (searched against the fields, the refined poses got worse: tilt-subunits class 0 9.9° →
-    26°, the fields' error being in-sample), else ``KEEP_ROUNDS``; none when that leaves no round."""
+    ``BatchSearch.anchored``): after a refined start every round but the last (searched against
+    the fields, the refined poses got worse: tilt-subunits class 0 9.9° → 26°, the fields' error
+    being in-sample), else ``KEEP_ROUNDS``; none when that leaves no round."""
     n = cfg.pose_search_epochs - 1 if cfg.pose_search_refine_rounds > 0 else KEEP_ROUNDS
     return n if cfg.pose_search_epochs > n else 0
 

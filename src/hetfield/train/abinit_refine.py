@@ -37,7 +37,7 @@ from hetfield.model.abinit_lowres import add_images, image_rotations
 from hetfield.model.half_maps import HalfMaps
 from hetfield.model.pose_search import refine_poses, search_poses
 from hetfield.model.search_data import SearchResult, SearchSettings
-from hetfield.train.abinit_search import SEARCH_BATCH_PARTICLES, better_of, search_data, tilt_geometry
+from hetfield.train.abinit_search import SEARCH_BATCH_PARTICLES, better_of, local_levels, search_data, tilt_geometry
 
 REFINE_BAND = 0.45  # of the box: the search rounds' finest band
 # The maps' memory is 2K accumulators of (2·ceil(2r) + 3)³ voxels × 3 floats: 27 MB each at 32 px.
@@ -53,7 +53,7 @@ def refine_bands(box: int, lowres_band: tuple[float, float]) -> tuple[list[tuple
     """The local search's levels ``(rotation step °, shift step px, band px)`` and the global
     search's level radii, both ending at the refinement band."""
     b = min(REFINE_BAND * box, REFINE_MAX_RADIUS_PX)
-    local = [(8.0 / 2**i, 1.0 / 2**i, float(r)) for i, r in enumerate(np.linspace(0.5 * b, b, 4))]
+    local = local_levels(np.linspace(0.5 * b, b, 4))
     return local, tuple(float(r) for r in np.linspace(min(lowres_band[0], b), b, 5))
 
 

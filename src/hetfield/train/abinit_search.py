@@ -95,13 +95,19 @@ def current_poses(model, batch, geometry: torch.Tensor | None) -> tuple[torch.Te
     return rot[batch.slot == 0], model.poses.origin.weight.detach()[batch.images].float() * model.poses.origin_unit_px
 
 
+def local_levels(radii) -> list[tuple[float, float, float]]:
+    """The local refinement's ladder ``(rotation step °, shift step px, band px)``: steps 8, 4, 2, 1°
+    and 1 … 0.125 px on the last four of ``radii``."""
+    return [(8.0 / 2**i, 1.0 / 2**i, float(r)) for i, r in enumerate(radii[-4:])]
+
+
 def local_search(volume: FourierGrid, data: SearchData, rotation: torch.Tensor, shift_px: torch.Tensor, n_classes: int, radii: tuple[float, ...]):
     """Every class's local refinement around the same poses (:func:`~hetfield.model.pose_search.refine_poses`),
     as one ``(P, K)`` :class:`SearchResult`: rotation steps 8, 4, 2, 1° (27 offsets each, ±1 step per
     axis), shift steps 1 … 0.125 px, on the last four of ``radii``."""
     from hetfield.model.pose_search import refine_poses
 
-    levels = [(8.0 / 2**i, 1.0 / 2**i, float(r)) for i, r in enumerate(radii[-4:])]
+    levels = local_levels(radii)
     res = [refine_poses(volume, data, rotation, shift_px, c, levels) for c in range(n_classes)]
     return SearchResult(
         rotation=torch.cat([r.rotation for r in res], 1), shift_px=torch.cat([r.shift_px for r in res], 1),
