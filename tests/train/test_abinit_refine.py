@@ -125,3 +125,15 @@ def test_a_class_whose_halves_disagree_is_not_searched(tmp_path):
     rot, origin, stats = _refine(ds, cfg, rotation, np.zeros((ds.n_images, 2)), np.zeros(ds.n_particles, np.int64))
     assert stats["refine_classes_searched"] == [[], []] and stats["refine_fsc"][0][0][0] < 0.143
     assert np.allclose(rot.numpy(), rotation, atol=1e-6) and not origin.abs().any()
+
+
+def test_refinement_under_cpu_autocast_is_the_fp32_refinement(tmp_path):
+    # On a GPU bf16 autocast is the default: the rounds must run, and give the fp32 poses.
+    root = simulate_and_setup(tmp_path, "d", n_particles=40, n_classes=1, box=16, seed=3, mode="spa", snr=2.0)
+    ds = Dataset.open(root / "dataset")
+    rot, origin = np.asarray(ds.arrays["rotation"]), np.asarray(ds.arrays["origin_px"])
+    cfg = TrainConfig(zdim=0, n_classes=1, pose_estimation="abinit", pose_search_refine_rounds=2, threads=1, seed=0)
+    plain = _refine(ds, cfg, rot, origin, np.zeros(ds.n_particles, np.int64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = _refine(ds, cfg, rot, origin, np.zeros(ds.n_particles, np.int64))
+    assert cast[0].dtype == torch.float32 and torch.equal(plain[0], cast[0]) and torch.equal(plain[1], cast[1])

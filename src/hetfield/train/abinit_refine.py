@@ -57,9 +57,19 @@ def refine_bands(box: int, lowres_band: tuple[float, float]) -> tuple[list[tuple
     return local, tuple(float(r) for r in np.linspace(min(lowres_band[0], b), b, 5))
 
 
-@torch.no_grad()
 def refine_start(points, ds, cfg, device, rotation: torch.Tensor, origin_px: torch.Tensor, classes: torch.Tensor,
                  settings, log=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """:func:`_refine_start` in fp32 whatever the caller's autocast (the pose table takes fp32 rows,
+    and a bf16 search would score poses with bf16 errors)."""
+    from hetfield.imaging.precision import full_precision
+
+    with full_precision(torch.empty(0, device=device)):
+        return _refine_start(points, ds, cfg, device, rotation, origin_px, classes, settings, log)
+
+
+@torch.no_grad()
+def _refine_start(points, ds, cfg, device, rotation: torch.Tensor, origin_px: torch.Tensor, classes: torch.Tensor,
+                  settings, log=None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``rotation (P, 3, 3)`` particle rotations, ``origin_px (n, 2)`` image origins, refined for
     ``cfg.pose_search_refine_rounds`` rounds under ``classes (P,)`` (module docstring); ``settings``
     are the start's :class:`~hetfield.model.abinit_lowres.LowresSettings` (its bands and shift range).
