@@ -51,6 +51,10 @@ class TrainConfig:
     # A Gaussian prior per shell on the fields, from the data's half-map FSC (train.field_prior):
     # tomo-sim-50S class maps correlate 0.81 with the truth unfiltered with it, 0.55 without.
     field_prior: bool = True
+    # RELION's regularisation parameter T: the prior's SNR × T. At T = 1 (the consensus's Wiener
+    # filter) the fields' high shells learned slowly: tomo-sim-50S, 12 maps, FSC to the truth at
+    # shell 8 0.13-0.58, at T = 4 0.24-0.63, the same map cc (docs/internals.md, "The K = 1 latent").
+    field_prior_tau2_fudge: float = 4.0
     pose_estimation: str = "fixed"
     # optimisation
     epochs: int = 20
@@ -158,7 +162,7 @@ class TrainConfig:
             bad("threads", "must be a whole number of at least 1")
         if self.lr_encoder is not None and (isinstance(self.lr_encoder, bool) or not isinstance(self.lr_encoder, (int, float)) or not self.lr_encoder > 0):
             bad("lr_encoder", "must be a positive number")
-        positive = ("std_noise", "lr", "lr_latent", "lr_score_table", "lr_pose", "pe_sigma")
+        positive = ("std_noise", "lr", "lr_latent", "lr_score_table", "lr_pose", "pe_sigma", "field_prior_tau2_fudge")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
@@ -224,7 +228,7 @@ FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 
 # What runs and checkpoints written before an option existed were trained with.
 PREDATED = {
-    "latent_start": "none", "field_prior": False, "class_decode_threshold": 0.0, "class_full_pass_every": 1,
+    "latent_start": "none", "field_prior": False, "field_prior_tau2_fudge": 1.0, "class_decode_threshold": 0.0, "class_full_pass_every": 1,
     "class_settled_change": 1.0, "field_recompute": False,
     # no ab initio then: any value reads the same
     "pose_search_epochs": 6, "pose_search_base_nside": 4, "pose_search_max_shift_px": None,

@@ -16,6 +16,13 @@ the same prior, put on the fields' values where the images observe them, is:
   (``N_v`` values observe each voxel), so the prior is a unit Gaussian on the fields' output and
   their start (outputs of order one) is not deep in its tail where the data carry no signal.
 
+``tau2_fudge`` (RELION's regularisation parameter ``T``, ``--tau2_fudge``) multiplies that SNR, so the
+prior's variance: ``T = 1`` is the Wiener filter of the consensus back-projection. The fields are not
+a linear estimate: measured on tomo-sim-50S (docs/internals.md, "The K = 1 latent"), the prior at
+``T = 1`` held the fields' high shells back in 20 epochs (FSC to the truth at shell 8 0.13–0.58 over
+12 maps, 0.24–0.63 at ``T = 4``, with the same map correlation), so the default is 4, RELION's for
+3D classification.
+
 The FSC's running minimum is used: where it has fallen to zero it fluctuates by ~1/sqrt(voxels),
 and a chance rise there is not signal. It needs poses: ab initio training has none to start from.
 """
@@ -35,9 +42,12 @@ SAMPLE_PARTICLES = 512  # particles whose transfer gives <f²>_r
 FSC_FLOOR = 1e-3
 
 
-def shell_prior(model, batches, fsc_half, n_images: int, n_images_fsc: int, dose_weight: bool = True, dose_mask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def shell_prior(
+    model, batches, fsc_half, n_images: int, n_images_fsc: int, dose_weight: bool = True, dose_mask: bool = True, tau2_fudge: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(λ(r), s(r))`` per shell (see the module docstring) from the half-map FSC ``fsc_half`` of
-    ``n_images_fsc`` of the ``n_images`` training images and the transfer of ``batches``."""
+    ``n_images_fsc`` of the ``n_images`` training images and the transfer of ``batches``; the SNR
+    times ``tau2_fudge``."""
     n = model.amplitude.shape[0]
     den = torch.zeros(n, dtype=torch.float64)
     cnt = torch.zeros(n, dtype=torch.float64)
@@ -55,7 +65,7 @@ def shell_prior(model, batches, fsc_half, n_images: int, n_images_fsc: int, dose
     c = torch.cummin(torch.as_tensor(np.asarray(fsc_half), dtype=torch.float64), 0).values.clamp(FSC_FLOOR, 0.999)
     snr = torch.full((n,), 2 * float(c[-1]) / (1 - float(c[-1])), dtype=torch.float64)
     snr[: min(n, c.shape[0])] = (2 * c / (1 - c))[:n]
-    snr = snr * (n_images / max(n_images_fsc, 1))
+    snr = snr * (n_images / max(n_images_fsc, 1)) * tau2_fudge
     # A half-lattice point observes the Hartley values at k and -k: two values, at q and -q.
     voxels = torch.as_tensor(np.bincount(shell_index(model.shape.box).ravel(), minlength=n)[:n], dtype=torch.float64)
     n_v = 2 * cnt * (n_images / max(seen, 1)) / voxels.clamp_min(1)
@@ -83,9 +93,11 @@ def initialise_field_prior(model, ds, cfg, particles, log=None, check=None) -> N
     batches = ParticleBatches(ds, model.points, 32, shuffle=False, particles=sample, prefetch=False, dose_mask=cfg.dose_mask)
     n_images = int(np.diff(ds.offsets)[parts].sum())
     used = int(sum(result.n_images))
-    lam, scale = shell_prior(model, checked(batches.epoch(0), check), result.fsc.fsc, n_images, used, dose_weight=cfg.dose_weight, dose_mask=cfg.dose_mask)
+    lam, scale = shell_prior(model, checked(batches.epoch(0), check), result.fsc.fsc, n_images, used, dose_weight=cfg.dose_weight, dose_mask=cfg.dose_mask,
+                              tau2_fudge=float(cfg.field_prior_tau2_fudge))
     model.prior_weight.copy_(lam.to(model.prior_weight.device))
     model.amplitude.mul_(scale.to(model.amplitude.device))
     if log is not None:
         shells = ", ".join(f"{v:.2f}" for v in np.asarray(result.fsc.fsc)[::4])
-        log(f"field prior from the half-map FSC of {used} images ({time.perf_counter() - t0:.1f} s): FSC {shells} at shells 0, 4, …")
+        log(f"field prior from the half-map FSC of {used} images ({time.perf_counter() - t0:.1f} s): FSC {shells} at shells 0, 4, …; "
+            f"its SNR × {cfg.field_prior_tau2_fudge:g} (--field-prior-tau2-fudge)")
