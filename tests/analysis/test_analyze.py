@@ -127,3 +127,22 @@ def test_one_class_and_auto_epoch(run_mixture, tmp_path):
     (conv / "convergence.json").write_text(json.dumps({"run_id": s["run_id"], "recommended_epoch": 4, "verdict": "converged"}))
     out, s = run_analysis(run_mixture, epoch="auto", convergence=conv, out=tmp_path / "auto2", class_idx=0)
     assert s["epoch"] == 4 and s["epoch_choice"].startswith("auto")
+
+
+def test_latent_run_against_maps_without_labels(run_latent, small, tmp_path):
+    """A truth folder of maps only (tomo-sim-50S ships its class maps, no labels): a K = 1 run is
+    decoded at the k-means centres of z, one per true map, not at the mean of z between the classes."""
+    import shutil
+
+    from hetfield.analysis.analyze import run_analysis
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for j in (0, 1):
+        shutil.copyfile(small / "sim" / "truth" / f"class_{j}.mrc", maps / f"true_{j}.mrc")
+    _, s = run_analysis(run_latent, truth_dir=maps, out=tmp_path / "a", k=4, use_umap=False)
+    tr = s["truth"]
+    assert "kmeans_true_k" not in tr  # no labels, no label metrics
+    assert sorted(r["volume"] for r in tr["volumes_vs_truth"]) == ["k-means(2) centre 0", "k-means(2) centre 1"]
+    assert {r["true_map"] for r in tr["volumes_vs_truth"]} == {"true_0", "true_1"}  # one-to-one matching
+    assert any("no particle labels" in n and "k-means(2)" in n for n in s["notes"])

@@ -70,11 +70,14 @@ def truth_metrics(ctx, truth, epoch, cls, z, classes, vols, class_vol, private, 
     learned: list[tuple[str, np.ndarray]] = []
     if ctx.n_classes > 1:
         learned = [(f"class {c}", vols[class_vol[c]]) for c in classes]
-    elif z is not None and private.get("kmeans_true_k") is not None:
+    elif z is not None and (private.get("kmeans_true_k") is not None or len(tmaps) > 1):
         from hetfield.analysis.context import load_model
         from hetfield.model.decode import decode_volumes
 
-        km2 = private["kmeans_true_k"]
+        km2 = private.get("kmeans_true_k")
+        if km2 is None:  # maps without labels (e.g. tomo-sim-50S's folder): one volume at the mean of z lies between the classes
+            km2 = L.kmeans(z, len(tmaps))
+            notes.append(f"--truth: no particle labels; volumes decoded at the k-means({km2.k}) centres of z, one per true map, and matched to them")
         model = load_model(ctx, epoch, device)
         v2 = decode_volumes(model, z[km2.on_data].astype(np.float32), 0)
         learned = [(f"k-means({km2.k}) centre {j}", v2[j]) for j in range(km2.k)]

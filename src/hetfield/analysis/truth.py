@@ -3,7 +3,8 @@
 ``hetfield simulate OUT`` writes ``OUT/truth/particles.csv`` (particle_name, class, t, …),
 ``class_<k>.mrc`` (class ``k`` at ``t = 0.5``) and ``class_<k>_t<100t>.mrc`` along the motion. ``DIR``
 may be ``OUT`` or ``OUT/truth``. A folder without ``particles.csv`` (e.g. ``tomo-sim-50S`` with its
-``10076_class*_32.mrc``) gives maps only: volume correlations, no label metrics.
+``10076_class*_32.mrc``) gives maps only: volume correlations (a latent run's volumes decoded at
+the k-means centres of z, one per map), no label metrics.
 """
 
 from __future__ import annotations
