@@ -89,6 +89,13 @@ class FourierGrid:
 
 
 
+def ridge_inverse(num: torch.Tensor, den: torch.Tensor, ridge: float) -> torch.Tensor:
+    """``num / (den + λ)`` with ``λ = ridge · mean(den > 0)`` (1 where nothing was splatted): the
+    direct inversion of :meth:`FourierAccumulator.volume`, for callers that hold ``symmetrised()``."""
+    lam = ridge * float(den[den > 0].mean()) if bool((den > 0).any()) else 1.0
+    return num / (den + lam)
+
+
 class FourierAccumulator:
     """Running direct-inversion reconstruction on a ``(G, G, G)`` grid ``[z, y, x]`` (see module doc)."""
 
@@ -133,6 +140,4 @@ class FourierAccumulator:
 
     def volume(self, ridge: float = 1e-3) -> FourierGrid:
         """The current map: Hermitian-symmetrised ``num / (den + λ)``, ``λ = ridge · mean(den > 0)``."""
-        num, den = self.symmetrised()
-        lam = ridge * float(den[den > 0].mean()) if bool((den > 0).any()) else 1.0
-        return FourierGrid((num / (den + lam))[None], self.box, self.oversample)
+        return FourierGrid(ridge_inverse(*self.symmetrised(), ridge)[None], self.box, self.oversample)

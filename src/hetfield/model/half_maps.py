@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from hetfield.model.fourier_grid import FourierAccumulator, FourierGrid
+from hetfield.model.fourier_grid import FourierAccumulator, FourierGrid, ridge_inverse
 
 FSC_RANGE = (1e-3, 0.999)  # an FSC of 0 or 1 would make the regulariser infinite or zero
 RIDGE = 1e-3  # the raw half maps' λ (relative to the mean denominator), for the FSC only
@@ -60,7 +60,7 @@ class HalfMaps:
         fscs = []
         for per_class in self.accs:
             sym = [a.symmetrised() for a in per_class]
-            raw = [a.volume(RIDGE).values[0] for a in per_class]
+            raw = [ridge_inverse(num, den, RIDGE) for num, den in sym]
             cross = torch.bincount(flat, (raw[0] * raw[1]).sum(0).flatten(), n_shells)
             power = [torch.bincount(flat, (r * r).sum(0).flatten(), n_shells) for r in raw]
             fsc = (cross / torch.sqrt(power[0] * power[1]).clamp_min(1e-30)).clamp(*FSC_RANGE)
