@@ -9,11 +9,10 @@ Prepares the two-class set as tomoDRGN's users would (``setup --uninvert-data``)
 defaults (plus ``--set`` overrides) and reports, per run and per epoch checkpoint: k-means(2) ARI on
 ``z_mu`` against the truth (particle names ``000_*`` = class D, ``001_*`` = class E), the mixture's
 argmax ARI (K = 2), and seconds per epoch; then, for the last epoch, the masked correlation and FSC
-of the volumes against the true maps as ``hetfield analyze --truth`` computes them, with the labels
-written to ``OUT/truth`` (K = 1: volumes at the k-means(2) centres of z, each matched to a true
-class). First it prints the data's own bound on that correlation: the cc a per-shell Wiener
-estimate of each true class reaches from its images at the true poses. Writes ``OUT/results.json``
-and prints one line per run.
+of the volumes against the true maps as ``hetfield analyze --truth`` computes them (K = 1: volumes at
+the k-means(2) centres of z, one per true map, each matched to one). First it prints the data's own
+bound on that correlation: the cc a per-shell Wiener estimate of each true class reaches from its
+images at the true poses. Writes ``OUT/results.json`` and prints one line per run.
 
 Figures (3 seeds, 2 shared CPU cores) and what else was tried: docs/internals.md, "The K = 1 latent".
 Compare with the start before issue 13: ``--set latent_start=none field_prior=false beta=0.25``.
@@ -58,28 +57,10 @@ def _scores(run: Path, ds, truth) -> list[dict]:
     return rows
 
 
-def _truth_dir(out: Path, ds, truth) -> Path:
-    """``OUT/truth``: the labels and true maps in the layout ``analyze --truth`` reads from a
-    simulation (particles.csv, class_<k>.mrc), so a K = 1 run's volumes are decoded at the
-    k-means(2) centres of z and each is matched to a true class. The data folder holds maps only:
-    with it ``analyze`` decodes one volume, at the mean of z, between the two classes."""
-    import shutil
-
-    import pandas as pd
-
-    folder = out / "truth"
-    folder.mkdir(parents=True, exist_ok=True)
-    names = ds.table.groupby("particle")["particle_name"].first().sort_index()
-    pd.DataFrame({"particle_name": names.to_numpy(), "class": truth}).to_csv(folder / "particles.csv", index=False)
-    for label, name in enumerate("DE"):
-        shutil.copyfile(DATA / f"10076_class{name}_32.mrc", folder / f"class_{label}.mrc")
-    return folder
-
-
-def _maps(run: Path, data: Path, out: Path, truth_dir: Path) -> list[dict]:
+def _maps(run: Path, data: Path, out: Path) -> list[dict]:
     from hetfield.analysis.analyze import run_analysis
 
-    _, summary = run_analysis(run, epoch="last", truth_dir=truth_dir, out=out, use_umap=False, device="cpu", data=data)
+    _, summary = run_analysis(run, epoch="last", truth_dir=DATA, out=out, use_umap=False, device="cpu", data=data)
     res = summary.get("truth", {})
     return [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "fsc"} | {"fsc": [round(x, 3) for x in r["fsc"]]}
             for r in res.get("volumes_vs_truth", [])]
@@ -131,7 +112,6 @@ def main() -> int:
         prepare_dataset(data, DATA / "10076_both_32_sim.star", datadir=DATA, settings=PreprocessSettings(invert=False))
     ds = Dataset.open(data)
     truth = _labels(ds)
-    truth_dir = _truth_dir(args.out, ds, truth)
     bound = _cc_bound(ds, truth)
     print(f"the data's bound on the map cc (per-shell Wiener estimate of each true class at the true poses): {bound}", flush=True)
     extra = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
@@ -145,7 +125,7 @@ def main() -> int:
             t0 = time.perf_counter()
             train(run, data, cfg, force=True)
             rows = _scores(run, ds, truth)
-            maps = _maps(run, data, args.out / f"{tag}.analysis", truth_dir)
+            maps = _maps(run, data, args.out / f"{tag}.analysis")
             res = {"run": tag, "settings": {**kw, **extra, "seed": seed}, "wall_s": round(time.perf_counter() - t0, 1), "epochs": rows, "maps": maps,
                    "map_cc_bound": bound}
             results.append(res)
