@@ -27,6 +27,7 @@ def dataset(tmp_path_factory):
         (["--pose-estimation", "abinit", "--pose-search-epochs", "0"], ["--pose-search-epochs", "1 or more"]),
         (["--pose-estimation", "abinit", "--pose-search-refine-rounds", "-1"], ["--pose-search-refine-rounds", "0 or more"]),
         (["--field-prior-tau2-fudge", "0"], ["--field-prior-tau2-fudge", "positive"]),
+        (["--field-prior-precondition", "0.5"], ["--field-prior-precondition", "at least 1"]),
         (["--conf-estimation", "none", "--zdim", "4"], ["--zdim", "homogeneous"]),
         (["--device", "tpu"], ["--device", "auto, cpu, cuda"]),
         (["--bogus-option", "1"], ["No such option", "--bogus-option"]),

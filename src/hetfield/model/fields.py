@@ -58,6 +58,26 @@ class FourierFeatures(nn.Module):
             return torch.cat([torch.sin(x), torch.cos(x), 2 * q], dim=-1)
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """The identity forward; the backward multiplies the gradient by ``weight`` (broadcast)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (weight,) = ctx.saved_tensors
+        return grad * weight.to(grad.dtype), None
+
+
+def scale_gradient(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x`` itself, whose gradient is multiplied by ``weight`` (broadcast to ``x``) on the way back:
+    a preconditioner of what is upstream of ``x`` that leaves every value, and so every loss, as it was."""
+    return _ScaleGradient.apply(x, weight)
+
+
 class _ResidualReLU(torch.autograd.Function):
     """``h + relu(a)``, keeping for the backward only the sign of ``a`` (one byte a value): autograd's
     own relu kept its fp32 output for every hidden layer, 2 of the 5 activation tensors a field saves."""

@@ -13,7 +13,7 @@ from torch import nn
 from hetfield.imaging.backprojection import LOWRES_GRID_POINTS, backprojection_grid, grid_radius_px
 from hetfield.model.encoder import TiltSetEncoder, encoder_features
 from hetfield.model.factor_posterior import factor_posterior
-from hetfield.model.fields import NeuralFields
+from hetfield.model.fields import NeuralFields, scale_gradient
 from hetfield.model.forward import ClassSelection, Observation, observe, render
 from hetfield.model.loss import objective
 from hetfield.model.points import LatticePoints
@@ -66,6 +66,11 @@ class Reconstruction(nn.Module):
         self.register_buffer("amplitude", torch.ones(int(shape.box * 0.5 * 3**0.5) + 2))
         # The fields' prior per shell (train.field_prior): λ per decoded value, 0 where unset.
         self.register_buffer("prior_weight", torch.zeros_like(self.amplitude) if shape.field_prior else None)
+        # The backward's scale of the fields' gradient per shell (train.field_prior: the prior damps
+        # their output by the signal's share s(r), and so their gradients; this undoes the latter).
+        # Ones unless installed; the values decoded do not depend on it.
+        self.register_buffer("field_grad_weight", torch.ones_like(self.amplitude) if shape.field_prior else None)
+        self._register_load_state_dict_pre_hook(self._grad_weight_of_before, with_module=False)
         self.scores = ScoreTable(shape.n_particles, shape.n_classes) if shape.n_classes > 1 else None
         self.poses = None
         if shape.pose_estimation in ("refine", "abinit"):  # abinit: the search writes the table
@@ -86,7 +91,16 @@ class Reconstruction(nn.Module):
         """``(N, K, M, 2)`` Fourier coefficients: the fields' output times the amplitude profile
         (``images[c]``: only those of the N for class ``c``, zeros elsewhere)."""
         f = self.fields(q, z, n_classes, images).float()
+        if self.field_grad_weight is not None and f.requires_grad:
+            shell = (q.norm(dim=-1) * self.shape.box).round().long().clamp(max=self.field_grad_weight.shape[0] - 1)
+            f = scale_gradient(f, self.field_grad_weight[shell][:, None, :, None])
         return f * self.amplitude_at(q)[:, None, :, None]
+
+    def _grad_weight_of_before(self, state_dict, prefix, *args) -> None:
+        """Checkpoints from before the preconditioning trained without it: ones."""
+        key = prefix + "field_grad_weight"
+        if self.field_grad_weight is not None and key not in state_dict:
+            state_dict[key] = torch.ones_like(self.field_grad_weight)
 
     def parameter_groups(self, lr: float, weight_decay: float, lr_encoder: float | None = None):
         """AdamW groups: fields and encoder (latent, score and pose tables: lazy Adam, see train.optim)."""

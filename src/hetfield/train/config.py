@@ -55,6 +55,12 @@ class TrainConfig:
     # filter) the fields' high shells learned slowly: tomo-sim-50S, 12 maps, FSC to the truth at
     # shell 8 0.13-0.58, at T = 4 0.24-0.63, the same map cc (docs/internals.md, "The K = 1 latent").
     field_prior_tau2_fudge: float = 4.0
+    # The prior damps the fields' output by the signal's share s(r) of each shell, and with it their
+    # gradients there: the high shells learned slowly (tomo-sim-50S, K = 1 seed 0: 40 epochs reached
+    # FSC 0.62 at shell 9 where 20 reached 0.46). The backward scales each shell's gradient by
+    # min(1/s(r), this) (1: none). None: 4 for one field (3 seeds: map cc +0.011 to +0.020), 1 for a
+    # mixture (its cc −0.001 to −0.007 at 4) (docs/internals.md, "The K = 1 latent").
+    field_prior_precondition: float | None = None
     pose_estimation: str = "fixed"
     # optimisation
     epochs: int = 20
@@ -104,6 +110,12 @@ class TrainConfig:
         if self.beta is not None:
             return float(self.beta)
         return 2.0 * float(self.std_noise) ** 2 if self.zdim > 0 else 0.0
+
+    @property
+    def effective_field_prior_precondition(self) -> float:
+        if self.field_prior_precondition is not None:
+            return float(self.field_prior_precondition)
+        return 4.0 if self.n_classes == 1 else 1.0
 
     @property
     def effective_conf_estimation(self) -> str:
@@ -163,6 +175,9 @@ class TrainConfig:
         if self.lr_encoder is not None and (isinstance(self.lr_encoder, bool) or not isinstance(self.lr_encoder, (int, float)) or not self.lr_encoder > 0):
             bad("lr_encoder", "must be a positive number")
         positive = ("std_noise", "lr", "lr_latent", "lr_score_table", "lr_pose", "pe_sigma", "field_prior_tau2_fudge")
+        v = self.field_prior_precondition
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1):
+            bad("field_prior_precondition", "must be a number of at least 1 (1: no preconditioning)")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
@@ -228,7 +243,7 @@ FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 
 # What runs and checkpoints written before an option existed were trained with.
 PREDATED = {
-    "latent_start": "none", "field_prior": False, "field_prior_tau2_fudge": 1.0, "class_decode_threshold": 0.0, "class_full_pass_every": 1,
+    "latent_start": "none", "field_prior": False, "field_prior_tau2_fudge": 1.0, "field_prior_precondition": 1.0, "class_decode_threshold": 0.0, "class_full_pass_every": 1,
     "class_settled_change": 1.0, "field_recompute": False,
     # no ab initio then: any value reads the same
     "pose_search_epochs": 6, "pose_search_base_nside": 4, "pose_search_max_shift_px": None,
@@ -237,7 +252,7 @@ PREDATED = {
 }
 
 # What a default of None means, for the help text (the defaults themselves come from TrainConfig).
-_NONE_MEANS = {"pose_search_max_shift_px": "box/10", "beta": "2·std_noise², the ELBO's", "lr_encoder": "the same as --lr", "threads": "torch's choice"}
+_NONE_MEANS = {"field_prior_precondition": "4 for one field, 1 (none) for a mixture", "pose_search_max_shift_px": "box/10", "beta": "2·std_noise², the ELBO's", "lr_encoder": "the same as --lr", "threads": "torch's choice"}
 
 
 def option_default_text(name: str) -> str:
