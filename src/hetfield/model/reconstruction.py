@@ -79,9 +79,8 @@ class Reconstruction(nn.Module):
                 origins_px = torch.zeros(shape.n_images, 2)
             self.poses = PoseTable(rotations, origins_px, shape.box)
 
-    def amplitude_at(self, q: torch.Tensor) -> torch.Tensor:
-        """``A(|q|)`` by linear interpolation between shells (``|q|`` in cycles/px → shell radius)."""
-        r = q.norm(dim=-1) * self.shape.box
+    def amplitude_at(self, r: torch.Tensor) -> torch.Tensor:
+        """``A(r)`` by linear interpolation between shells, ``r`` the radius in lattice pixels (``|q| · box``)."""
         lo = r.floor().clamp(max=self.amplitude.shape[0] - 2)
         frac = (r - lo).clamp(0, 1)
         lo = lo.long()
@@ -89,12 +88,14 @@ class Reconstruction(nn.Module):
 
     def field_values(self, q: torch.Tensor, z: torch.Tensor | None, n_classes: int | None = None, images: list | None = None) -> torch.Tensor:
         """``(N, K, M, 2)`` Fourier coefficients: the fields' output times the amplitude profile
-        (``images[c]``: only those of the N for class ``c``, zeros elsewhere)."""
+        (``images[c]``: only those of the N for class ``c``, zeros elsewhere). While gradients are
+        taken, the fields' output carries ``field_grad_weight`` of its shell into the backward."""
+        r = q.norm(dim=-1) * self.shape.box
         f = self.fields(q, z, n_classes, images).float()
         if self.field_grad_weight is not None and f.requires_grad:
-            shell = (q.norm(dim=-1) * self.shape.box).round().long().clamp(max=self.field_grad_weight.shape[0] - 1)
+            shell = r.round().long().clamp(max=self.field_grad_weight.shape[0] - 1)
             f = scale_gradient(f, self.field_grad_weight[shell][:, None, :, None])
-        return f * self.amplitude_at(q)[:, None, :, None]
+        return f * self.amplitude_at(r)[:, None, :, None]
 
     def _grad_weight_of_before(self, state_dict, prefix, *args) -> None:
         """Checkpoints from before the preconditioning trained without it: ones."""

@@ -174,10 +174,10 @@ class TrainConfig:
             bad("threads", "must be a whole number of at least 1")
         if self.lr_encoder is not None and (isinstance(self.lr_encoder, bool) or not isinstance(self.lr_encoder, (int, float)) or not self.lr_encoder > 0):
             bad("lr_encoder", "must be a positive number")
-        positive = ("std_noise", "lr", "lr_latent", "lr_score_table", "lr_pose", "pe_sigma", "field_prior_tau2_fudge")
-        v = self.field_prior_precondition
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 1):
+        p = self.field_prior_precondition
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 1):
             bad("field_prior_precondition", "must be a number of at least 1 (1: no preconditioning)")
+        positive = ("std_noise", "lr", "lr_latent", "lr_score_table", "lr_pose", "pe_sigma", "field_prior_tau2_fudge")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
