@@ -98,7 +98,7 @@ CASES = [
     C("train/negative-lr", nothing, "train new --data ds --lr -1", ["--lr", "positive"]),
     C("train/val-fraction-too-large", nothing, "train new --data ds --val-fraction 0.7", ["--val-fraction"]),
     C("train/class-decode-threshold-above-one", nothing, "train new --data ds --n-classes 3 --class-decode-threshold 1.5", ["--class-decode-threshold 1.5", "[0, 1]"]),
-    C("train/class-full-pass-every-zero", write("base.yaml", "n_classes: 3\nclass_full_pass_every: 0\n"), "train new --data ds --config base.yaml", ["class-full-pass-every 0", "at least 1"]),
+    C("train/class-full-pass-every-zero", write("base.yaml", "n_classes: 3\nclass_full_pass_every: 0\n"), "train new --data ds --config base.yaml", ["--config base.yaml: class_full_pass_every 0", "at least 1", "fix class_full_pass_every in that file"]),
     C("train/config-unknown-option", write("base.yaml", "epochs: 2\nlearning_rate: 1\n"), "train new --data ds --config base.yaml", ["base.yaml", "learning_rate"]),
     C("train/config-bad-yaml", write("base.yaml", "epochs: [2\n"), "train new --data ds --config base.yaml", ["base.yaml", "YAML"]),
     C("train/config-with-load", write("base.yaml", "zdim: 3\n"), "train run --data ds --config base.yaml --load latest", ["--load", "zdim", "from --config base.yaml"]),

@@ -107,6 +107,21 @@ def test_bad_config_file(dataset, tmp_path, text, fragment):
     assert_usage_error(proc, str(base), fragment)
 
 
+def test_bad_value_in_config_file_names_the_file(dataset, tmp_path):
+    """A value read from --config is named in that file, not as an option the user did not type; the
+    same value given on the command line (overriding a good one in the file) is named as the option."""
+    base = tmp_path / "base.yaml"
+    base.write_text("epochs: 2\nlr: -1\n")
+    proc = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--config", base)
+    assert_usage_error(proc, f"--config {base}: lr -1", "fix lr in that file")
+    assert "--lr" not in proc.stderr
+    base.write_text("epochs: 2\nlr: 0.001\n")
+    proc = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--config", base, "--lr", "-1")
+    assert_usage_error(proc, "--lr -1.0", "positive")
+    assert str(base) not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_with_changed_model_is_refused(dataset, tmp_path):
     first = run_cli("train", tmp_path / "run", "--data", dataset / "dataset", "--zdim", "2", "--epochs", "1", "--field-hidden", "16", "--enc-hidden", "16", "--quiet")
     assert first.returncode == 0, first.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from hetfield.errors import ConfigError
 
@@ -151,12 +151,19 @@ class TrainConfig:
         """First epoch whose steps move the pose table: abinit refines by gradient after its search rounds."""
         return 1 + self.pose_search_epochs if self.pose_estimation == "abinit" else self.pose_warmup_epochs
 
-    def validate(self, where: str | None = None) -> "TrainConfig":
-        """Check every value; ``where`` names a stored file the values came from (else the options)."""
+    def validate(self, where: str | None = None, config_file: tuple[str | Path, Collection[str]] | None = None) -> "TrainConfig":
+        """Check every value; ``where`` names a stored file the values came from (else the options);
+        ``config_file`` is a ``--config`` YAML and the options read from it (a bad one is named there,
+        not as the command-line option the user did not type)."""
 
         def bad(option: str, message: str):
-            name = f"{where}: train.{option}" if where else f"--{option.replace('_', '-')}"
-            todo = f"fix train.{option} in that file" if where else f"change {name} (hetfield train --help lists each option's range)"
+            if where:
+                name, todo = f"{where}: train.{option}", f"fix train.{option} in that file"
+            elif config_file is not None and option in config_file[1]:
+                name, todo = f"--config {config_file[0]}: {option}", f"fix {option} in that file"
+            else:
+                name = f"--{option.replace('_', '-')}"
+                todo = f"change {name} (hetfield train --help lists each option's range)"
             # A message that already says what to do (after a ';') keeps its own advice.
             raise ConfigError(f"{name} {getattr(self, option)!r}: {message}" + ("" if ";" in message else f"; {todo}"))
 
@@ -289,12 +296,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults < YAML file < non-None ``overrides`` (the options given on the command line)."""
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        values.update(load_config_file(Path(config_file)))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    from_file = load_config_file(Path(config_file)) if config_file is not None else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        cfg = TrainConfig(**values)
+        cfg = TrainConfig(**{**from_file, **given})
     except TypeError as err:
         raise ConfigError(f"invalid training options: {err}") from None
-    return cfg.validate()
+    return cfg.validate(config_file=None if config_file is None else (config_file, set(from_file) - set(given)))

@@ -59,7 +59,8 @@ def resume_config(run_path: str | Path, config_file: Path | None, overrides: dic
         cfg = TrainConfig(**values)
     except TypeError as err:
         raise ConfigError(f"invalid training options: {err}") from None
-    return cfg.validate(), sources
+    file_options = {k for k, v in sources.items() if v != "the command line"}
+    return cfg.validate(config_file=None if config_file is None else (config_file, file_options)), sources
 
 
 def check_pose_estimation(cfg: TrainConfig, ds, data_path) -> None:
