@@ -1,6 +1,7 @@
 """Ab initio end to end on simulated data (issue 15's figures): class ARI, median pose error after the
-best global rotation (either hand; also per learned class, each class's field having its own frame),
-and the maps' correlation with the truth after the same alignment.
+best global rotation (either hand; also per learned class, each class's field having its own frame,
+and pooled: the median over every image after its class's own alignment, as the bound pools), and
+the maps' correlation with the truth after the same alignment.
 
     python benchmarks/abinit.py --out /tmp/abinit             # SPA 1 000 particles and tilt 200, K = 2
     python benchmarks/abinit.py --cases spa1 --out /tmp/abinit  # homogeneous SPA (K = 1, one class)
