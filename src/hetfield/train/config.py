@@ -298,8 +298,14 @@ def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> Train
     """Defaults < YAML file < non-None ``overrides`` (the options given on the command line)."""
     from_file = load_config_file(Path(config_file)) if config_file is not None else {}
     given = {k: v for k, v in overrides.items() if v is not None}
+    return layered_config({}, config_file, from_file, given)
+
+
+def layered_config(stored: dict[str, Any], config_file: Path | None, from_file: dict[str, Any], given: dict[str, Any]) -> TrainConfig:
+    """``stored`` < ``from_file`` (read from ``config_file``) < ``given`` (the command line), validated;
+    a bad value from the file is named there."""
     try:
-        cfg = TrainConfig(**{**from_file, **given})
+        cfg = TrainConfig(**{**stored, **from_file, **given})
     except TypeError as err:
         raise ConfigError(f"invalid training options: {err}") from None
     return cfg.validate(config_file=None if config_file is None else (config_file, set(from_file) - set(given)))

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from hetfield.errors import ConfigError, DatasetError, RunError, probe_write
 from hetfield.io.plain import now
-from hetfield.train.config import FIELD_NAMES, TrainConfig, load_config_file
+from hetfield.train.config import FIELD_NAMES, TrainConfig, layered_config, load_config_file
 from hetfield.train.rundir import LOCK_NAME, RunDir, find_checkpoint, load_checkpoint
 
 # Settings that may change when resuming; everything else must match the run's config.yaml.
@@ -46,21 +46,11 @@ def resume_config(run_path: str | Path, config_file: Path | None, overrides: dic
     was written) starts from the defaults instead of stored settings.
     """
     run = RunDir(run_path)
-    values: dict[str, Any] = run.train_settings() if run.exists() else {}
-    sources: dict[str, str] = {}
-    if config_file is not None:
-        from_file = load_config_file(Path(config_file))
-        values.update(from_file)
-        sources.update({k: f"--config {config_file}" for k in from_file})
+    stored: dict[str, Any] = run.train_settings() if run.exists() else {}
+    from_file = load_config_file(Path(config_file)) if config_file is not None else {}
     given = {k: v for k, v in overrides.items() if v is not None}
-    values.update(given)
-    sources.update({k: "the command line" for k in given})
-    try:
-        cfg = TrainConfig(**values)
-    except TypeError as err:
-        raise ConfigError(f"invalid training options: {err}") from None
-    file_options = {k for k, v in sources.items() if v != "the command line"}
-    return cfg.validate(config_file=None if config_file is None else (config_file, file_options)), sources
+    sources = {**{k: f"--config {config_file}" for k in from_file}, **{k: "the command line" for k in given}}
+    return layered_config(stored, config_file, from_file, given), sources
 
 
 def check_pose_estimation(cfg: TrainConfig, ds, data_path) -> None:
