@@ -101,11 +101,15 @@ def centre_data(data: SearchData, origin_px: torch.Tensor) -> SearchData:
     return replace(data, y=torch.stack([yr * c + yi * s, yi * c - yr * s], -1))
 
 
-def add_images(acc: FourierAccumulator, data: SearchData, images: torch.Tensor, rotation_img: torch.Tensor, origin_px: torch.Tensor | None) -> None:
-    """Add ``images`` at their rotations ``(n_sel, 3, 3)`` and origins (``None``: already centred)."""
+def add_images(acc: FourierAccumulator, data: SearchData, images: torch.Tensor, rotation_img: torch.Tensor, origin_px: torch.Tensor | None,
+               scale: torch.Tensor | None = None) -> None:
+    """Add ``images`` at their rotations ``(n_sel, 3, 3)`` and origins (``None``: already centred),
+    each times ``scale (n_sel,)`` if given (negative: take them out)."""
     y, f, w = data.y[images], data.factor[images].float(), data.weight[images].float()
     if data.image_weight is not None:
         w = w * data.image_weight[images, None].float()
+    if scale is not None:
+        w = w * scale[:, None].float()
     k = data.k.float()
     m = k.shape[0]
     if origin_px is not None:
@@ -296,6 +300,5 @@ class _Contributions:
             sel = images[self.cls[images] == c]
             if len(sel) == 0:
                 continue
-            scale = torch.zeros(data.n_images, 1, dtype=data.weight.dtype, device=data.weight.device)
-            scale[sel, 0] = -(decay ** (iteration - 1 - self.iteration[sel]).to(scale.dtype))
-            add_images(accs[c], replace(data, weight=data.weight * scale), sel, self.rotation[sel], self.origin_px[sel])
+            weight = -(decay ** (iteration - 1 - self.iteration[sel]).float())
+            add_images(accs[c], data, sel, self.rotation[sel], self.origin_px[sel], weight)
